@@ -1,0 +1,2 @@
+//! Conflux control plane: Guardian, the node's control process and the operator CLI.
+#![warn(missing_docs, unreachable_pub)]

@@ -1,0 +1,1 @@
+//! Shared-memory rings between the control process and the data plane (DESIGN §9).
