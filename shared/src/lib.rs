@@ -9,12 +9,16 @@
 //!   in-place AES-256-GCM and the replay window.
 //! - [`taint`]: realm and taint rules that decide which nodes may talk.
 //! - [`id`]: node, stream and label identifiers.
+//! - [`proto`]: protobuf messages of the control plane (`shared/proto/conflux.proto`).
+//! - [`cert`]: node certificates signed by Guardian, and their verification.
 #![warn(missing_docs, unreachable_pub)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cert;
 pub mod crypto;
 pub mod fuzz;
 pub mod id;
+pub mod proto;
 pub mod ring;
 pub mod taint;
 pub mod wire;

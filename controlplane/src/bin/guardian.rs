@@ -1,0 +1,3 @@
+//! `guardian`: the Conflux authentication service.
+
+fn main() {}
