@@ -189,8 +189,7 @@ fn seal_all<C: PacketCipher, B: AsMut<[u8]>>(
     packets: &mut [B],
 ) -> Result<(), SealError> {
     let lane = header.lane;
-    let mut counter = header.counter.get();
-    for p in packets {
+    for (counter, p) in (header.counter.get()..).zip(packets) {
         header.counter.set(counter);
         let mut packet = DataPacket::new_unchecked(p.as_mut());
         packet.set_header(&header);
@@ -198,7 +197,6 @@ fn seal_all<C: PacketCipher, B: AsMut<[u8]>>(
         cipher
             .seal(packet_nonce(nonce_base, lane, counter), aad, payload, tag)
             .map_err(|_| SealError::Backend)?;
-        counter += 1;
     }
     Ok(())
 }

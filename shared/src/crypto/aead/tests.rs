@@ -236,16 +236,20 @@ fn epochs_select_keys() {
 
     // During the overlap both epochs open.
     o.install(KeyEpoch::Odd, &new, now).unwrap();
+    let mut old_sealer = sealer(&old, 0, KeyEpoch::Even, Backend::AwsLc, now);
     let mut under_old = batch(&[10]);
-    sealer(&old, 0, KeyEpoch::Even, Backend::AwsLc, now)
+    old_sealer
         .seal_batch(now, PacketType::Data, 0, &mut under_old)
         .unwrap();
     let mut both = vec![under_old[0].clone(), under_new[0].clone()];
     let v = open_all(&mut o, now, &mut both);
     assert!(v.iter().all(|v| matches!(v, Verdict::Open(_))), "{v:?}");
 
-    // A packet claiming the wrong epoch meets the wrong key.
-    let mut lying = under_old.clone();
+    // A packet claiming the wrong epoch (with a counter fresh there) meets the wrong key.
+    let mut lying = batch(&[10]);
+    old_sealer
+        .seal_batch(now, PacketType::Data, 0, &mut lying)
+        .unwrap();
     lying[0][2] ^= 1;
     assert_eq!(
         open_all(&mut o, now, &mut lying)[0],
