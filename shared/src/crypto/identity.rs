@@ -304,6 +304,14 @@ impl KemCiphertext {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// The encoded ciphertext as a fixed-size array.
+    pub fn as_array(&self) -> &[u8; KEM_CIPHERTEXT_LEN] {
+        self.0
+            .as_bytes()
+            .try_into()
+            .expect("pqcrypto's ML-KEM-768 ciphertext is a KEM_CIPHERTEXT_LEN-byte array")
+    }
 }
 
 impl fmt::Debug for KemCiphertext {
