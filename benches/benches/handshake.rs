@@ -1,6 +1,228 @@
-use criterion::{Criterion, criterion_group, criterion_main};
+//! Stream handshakes: complete two-party handshakes on one core (both sides' work), each
+//! side's step alone, and the post-quantum primitives they are made of.
 
-fn bench(_c: &mut Criterion) {}
+use std::hint::black_box;
+use std::time::Duration;
 
-criterion_group!(benches, bench);
+use conflux_shared::crypto::handshake::{
+    HandshakeConfig, INIT_CONTEXT, Initiator, Local, Peer, Responder,
+};
+use conflux_shared::crypto::identity::NodeIdentity;
+use conflux_shared::id::{NodeId, StreamId};
+use conflux_shared::taint::{Membership, Realm, TaintSet};
+use conflux_shared::wire::handshake::{ACCEPT_MAX_LEN, HandshakeInit, INIT_MAX_LEN};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const START: u64 = 1_700_000_000;
+
+struct Node {
+    id: NodeId,
+    identity: NodeIdentity,
+    membership: Membership,
+}
+
+impl Node {
+    fn new() -> Self {
+        Self {
+            id: NodeId::random(),
+            identity: NodeIdentity::generate(),
+            membership: Membership {
+                realm: Realm::new("bench").unwrap(),
+                taints: TaintSet::parse(["dev", "eu-west"]).unwrap(),
+            },
+        }
+    }
+
+    fn local(&self) -> Local<'_> {
+        Local {
+            id: self.id,
+            identity: &self.identity,
+            membership: &self.membership,
+        }
+    }
+
+    fn cert(&self) -> Peer<'_> {
+        Peer {
+            id: self.id,
+            public: self.identity.public(),
+            membership: &self.membership,
+        }
+    }
+}
+
+/// One simulated second per handshake keeps the replay cache at its steady-state size
+/// (about lifetime + skew entries) instead of filling it.
+struct Clock(u64);
+
+impl Clock {
+    fn tick(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+fn handshakes(c: &mut Criterion) {
+    let config = HandshakeConfig::default();
+    let (a, b) = (Node::new(), Node::new());
+    let mut responder = Responder::new(config);
+    let mut clock = Clock(START);
+    let mut init_buf = vec![0u8; INIT_MAX_LEN];
+    let mut accept_buf = vec![0u8; ACCEPT_MAX_LEN];
+
+    let mut g = c.benchmark_group("handshake");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("complete (both sides)", |bench| {
+        bench.iter(|| {
+            let now = clock.tick();
+            let (initiator, n) = Initiator::start(
+                &config,
+                &a.local(),
+                &b.cert(),
+                StreamId::random(),
+                now,
+                &mut init_buf,
+            )
+            .unwrap();
+            let (at_b, m) = responder
+                .handle_init(&b.local(), &a.cert(), &init_buf[..n], now, &mut accept_buf)
+                .unwrap();
+            let at_a = initiator
+                .handle_accept(&a.local(), &b.cert(), &accept_buf[..m], now)
+                .unwrap();
+            debug_assert_eq!(at_a.key, at_b.key);
+            black_box((at_a, at_b))
+        })
+    });
+
+    g.bench_function("initiator: start", |bench| {
+        bench.iter(|| {
+            let now = clock.tick();
+            black_box(
+                Initiator::start(
+                    &config,
+                    &a.local(),
+                    &b.cert(),
+                    StreamId::random(),
+                    now,
+                    &mut init_buf,
+                )
+                .unwrap(),
+            )
+        })
+    });
+
+    g.bench_function("responder: init to accept", |bench| {
+        bench.iter_batched(
+            || {
+                let now = clock.tick();
+                let mut init = vec![0u8; INIT_MAX_LEN];
+                let (_, n) = Initiator::start(
+                    &config,
+                    &a.local(),
+                    &b.cert(),
+                    StreamId::random(),
+                    now,
+                    &mut init,
+                )
+                .unwrap();
+                init.truncate(n);
+                (init, now)
+            },
+            |(init, now)| {
+                black_box(
+                    responder
+                        .handle_init(&b.local(), &a.cert(), &init, now, &mut accept_buf)
+                        .unwrap(),
+                )
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    g.bench_function("initiator: accept to key", |bench| {
+        bench.iter_batched(
+            || {
+                let now = clock.tick();
+                let (initiator, n) = Initiator::start(
+                    &config,
+                    &a.local(),
+                    &b.cert(),
+                    StreamId::random(),
+                    now,
+                    &mut init_buf,
+                )
+                .unwrap();
+                let mut accept = vec![0u8; ACCEPT_MAX_LEN];
+                let (_, m) = responder
+                    .handle_init(&b.local(), &a.cert(), &init_buf[..n], now, &mut accept)
+                    .unwrap();
+                accept.truncate(m);
+                (initiator, accept, now)
+            },
+            |(initiator, accept, now)| {
+                black_box(
+                    initiator
+                        .handle_accept(&a.local(), &b.cert(), &accept, now)
+                        .unwrap(),
+                )
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // Parsing alone: what a malformed or misaddressed init costs before any signature check.
+    let (_, n) = Initiator::start(
+        &config,
+        &a.local(),
+        &b.cert(),
+        StreamId::random(),
+        START,
+        &mut init_buf,
+    )
+    .unwrap();
+    let init = init_buf[..n].to_vec();
+    g.bench_function("parse init", |bench| {
+        bench.iter(|| black_box(HandshakeInit::parse(black_box(&init)).unwrap().expires()))
+    });
+    g.finish();
+}
+
+fn primitives(c: &mut Criterion) {
+    let node = NodeIdentity::generate();
+    let msg = [0x5au8; 1300]; // about an init's signed part
+    let sig = node.sign(INIT_CONTEXT, &msg);
+    let (ct, _) = node.public().encapsulate();
+
+    let mut g = c.benchmark_group("primitive");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("ML-KEM-768 encapsulate", |bench| {
+        bench.iter(|| black_box(node.public().encapsulate()))
+    });
+    g.bench_function("ML-KEM-768 decapsulate", |bench| {
+        bench.iter(|| black_box(node.decapsulate(black_box(&ct))))
+    });
+    g.bench_function("ML-DSA-65 sign 1300 B", |bench| {
+        bench.iter(|| black_box(node.sign(INIT_CONTEXT, black_box(&msg))))
+    });
+    g.bench_function("ML-DSA-65 verify 1300 B", |bench| {
+        bench.iter(|| {
+            node.public()
+                .verify(INIT_CONTEXT, black_box(&msg), black_box(&sig))
+                .unwrap()
+        })
+    });
+    g.bench_function("identity generate (both key pairs)", |bench| {
+        bench.iter(|| black_box(NodeIdentity::generate()))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(30);
+    targets = handshakes, primitives
+}
 criterion_main!(benches);
