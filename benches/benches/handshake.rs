@@ -1,5 +1,6 @@
 //! Stream handshakes: complete two-party handshakes on one core (both sides' work), each
-//! side's step alone, and the post-quantum primitives they are made of.
+//! side's step alone, and the post-quantum primitives they are made of, with aws-lc-rs's
+//! implementations of the same primitives alongside for comparison.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -217,12 +218,48 @@ fn primitives(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same primitives in aws-lc-rs, measured side by side before any switch of backend.
+fn aws_lc_reference(c: &mut Criterion) {
+    use aws_lc_rs::kem::{Ciphertext, DecapsulationKey, ML_KEM_768};
+    use aws_lc_rs::signature::{
+        KeyPair, ML_DSA_65, ML_DSA_65_SIGNING, PqdsaKeyPair, UnparsedPublicKey,
+    };
+
+    let msg = [0x5au8; 1300];
+    let dsa = PqdsaKeyPair::generate(&ML_DSA_65_SIGNING).unwrap();
+    let mut sig = vec![0u8; ML_DSA_65_SIGNING.signature_len()];
+    let sig_len = dsa.sign(&msg, &mut sig).unwrap();
+    sig.truncate(sig_len);
+    let verifier = UnparsedPublicKey::new(&ML_DSA_65, dsa.public_key().as_ref().to_vec());
+    let dk = DecapsulationKey::generate(&ML_KEM_768).unwrap();
+    let ek = dk.encapsulation_key().unwrap();
+    let (ct, _) = ek.encapsulate().unwrap();
+    let ct = ct.as_ref().to_vec();
+
+    let mut g = c.benchmark_group("aws-lc-rs");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("ML-KEM-768 encapsulate", |bench| {
+        bench.iter(|| black_box(ek.encapsulate().unwrap()))
+    });
+    g.bench_function("ML-KEM-768 decapsulate", |bench| {
+        bench.iter(|| black_box(dk.decapsulate(Ciphertext::from(&ct[..])).unwrap()))
+    });
+    let mut out = vec![0u8; ML_DSA_65_SIGNING.signature_len()];
+    g.bench_function("ML-DSA-65 sign 1300 B", |bench| {
+        bench.iter(|| black_box(dsa.sign(black_box(&msg), &mut out).unwrap()))
+    });
+    g.bench_function("ML-DSA-65 verify 1300 B", |bench| {
+        bench.iter(|| verifier.verify(black_box(&msg), black_box(&sig)).unwrap())
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .sample_size(30);
-    targets = handshakes, primitives
+    targets = handshakes, primitives, aws_lc_reference
 }
 criterion_main!(benches);

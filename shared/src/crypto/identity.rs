@@ -14,9 +14,9 @@ use std::fmt;
 use pqcrypto_mldsa::mldsa65;
 use pqcrypto_mlkem::mlkem768;
 use pqcrypto_traits::kem::{Ciphertext as _, PublicKey as _, SharedSecret as _};
-use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _};
+use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _, SecretKey as _};
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Length of an ML-DSA-65 public key.
 pub const DSA_PUBLIC_KEY_LEN: usize = mldsa65::public_key_bytes();
@@ -30,6 +30,10 @@ pub const KEM_CIPHERTEXT_LEN: usize = mlkem768::ciphertext_bytes();
 pub const SHARED_SECRET_LEN: usize = mlkem768::shared_secret_bytes();
 /// Length of a key fingerprint (SHA-256).
 pub const FINGERPRINT_LEN: usize = 32;
+/// Length of an ML-DSA-65 secret key.
+pub const DSA_SECRET_KEY_LEN: usize = mldsa65::secret_key_bytes();
+/// Length of [`SigningKey::to_bytes`]: the secret key, then the public key.
+pub const SIGNING_KEY_LEN: usize = DSA_SECRET_KEY_LEN + DSA_PUBLIC_KEY_LEN;
 
 /// Why key material or a signature from outside was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +51,9 @@ pub enum IdentityError {
     /// The signature does not verify under this key and context.
     #[error("signature does not verify")]
     BadSignature,
+    /// A stored signing key whose secret and public halves do not belong together.
+    #[error("secret and public signing key do not match")]
+    KeyMismatch,
 }
 
 fn check_len(what: &'static str, want: usize, got: usize) -> Result<(), IdentityError> {
@@ -262,6 +269,39 @@ impl SigningKey {
     /// The public half.
     pub fn verifying_key(&self) -> &VerifyingKey {
         &self.public
+    }
+
+    /// The key pair as bytes (secret key, then public key), for a service that keeps its
+    /// signing key across restarts; the buffer is wiped on drop.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(SIGNING_KEY_LEN));
+        out.extend_from_slice(self.secret.as_bytes());
+        out.extend_from_slice(self.public.as_bytes());
+        out
+    }
+
+    /// Restores a key pair written by [`SigningKey::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
+        const WHAT: &str = "ML-DSA-65 signing key";
+        check_len(WHAT, SIGNING_KEY_LEN, bytes.len())?;
+        let (secret, public) = bytes.split_at(DSA_SECRET_KEY_LEN);
+        let public = VerifyingKey::from_bytes(public)?;
+        let secret = mldsa65::SecretKey::from_bytes(secret).map_err(|_| IdentityError::Length {
+            what: WHAT,
+            want: SIGNING_KEY_LEN,
+            got: bytes.len(),
+        })?;
+        let key = Self {
+            secret: box_secret(secret, wipe_dsa_secret),
+            public,
+        };
+        // Halves that do not belong together would sign what no one can verify: probe once.
+        const PROBE: SigningContext = SigningContext::new(b"conflux v1 key pair check");
+        let sig = key.sign(PROBE, &[]);
+        key.public
+            .verify(PROBE, &[], &sig)
+            .map_err(|_| IdentityError::KeyMismatch)?;
+        Ok(key)
     }
 }
 
@@ -519,7 +559,6 @@ impl fmt::Debug for NodeIdentity {
 mod tests {
     use super::*;
     use pqcrypto_traits::kem::SecretKey as _;
-    use pqcrypto_traits::sign::SecretKey as _;
 
     const CTX: SigningContext = SigningContext::new(b"conflux test v1");
     const OTHER_CTX: SigningContext = SigningContext::new(b"conflux other v1");
@@ -612,6 +651,32 @@ mod tests {
             })
         ));
         assert!(KemCiphertext::from_bytes(&[0; KEM_CIPHERTEXT_LEN]).is_ok());
+    }
+
+    #[test]
+    fn signing_key_survives_a_round_trip_through_bytes() {
+        let key = SigningKey::generate();
+        let bytes = key.to_bytes();
+        assert_eq!(bytes.len(), SIGNING_KEY_LEN);
+        let restored = SigningKey::from_bytes(&bytes).unwrap();
+        assert_eq!(restored.verifying_key(), key.verifying_key());
+        let sig = restored.sign(CTX, b"cert");
+        assert_eq!(key.verifying_key().verify(CTX, b"cert", &sig), Ok(()));
+
+        let other = SigningKey::generate();
+        let mut mixed = bytes.to_vec();
+        mixed[DSA_SECRET_KEY_LEN..].copy_from_slice(other.verifying_key().as_bytes());
+        assert_eq!(
+            SigningKey::from_bytes(&mixed).err(),
+            Some(IdentityError::KeyMismatch)
+        );
+        assert!(matches!(
+            SigningKey::from_bytes(&bytes[1..]),
+            Err(IdentityError::Length {
+                what: "ML-DSA-65 signing key",
+                ..
+            })
+        ));
     }
 
     #[test]
