@@ -2,6 +2,10 @@
 //! backends, at payload sizes from a TCP ACK to a GSO super-packet. Throughput counts
 //! payload bytes. The raw single-call lines (no header, no counter, no batch) are the
 //! reference the batched path has to match.
+//!
+//! Time is the benchmark thread's CPU time, not wall time: the benchmark machine is shared
+//! by other jobs, and CPU time leaves out the slices in which the thread was not running,
+//! so GB/s reads as "per core, while running".
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -11,7 +15,89 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use conflux_shared::crypto::aead::{Backend, Opener, Sealer, Verdict};
 use conflux_shared::crypto::key::StreamKey;
 use conflux_shared::wire::data::{KeyEpoch, OVERHEAD, PacketType};
+use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in nanoseconds.
+struct ThreadCpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant Linux knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NanosFormatter
+    }
+}
+
+/// Nanoseconds shown as ns/µs/ms; byte throughput as decimal MB/s or GB/s.
+struct NanosFormatter;
+
+impl ValueFormatter for NanosFormatter {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = match typical {
+            t if t < 1e3 => (1.0, "ns"),
+            t if t < 1e6 => (1e3, "µs"),
+            _ => (1e6, "ms"),
+        };
+        values.iter_mut().for_each(|v| *v /= div);
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let per_iter = match *throughput {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => {
+                n as f64
+            }
+            Throughput::Bits(n) => n as f64 / 8.0,
+            Throughput::ElementsAndBytes { bytes, .. } => bytes as f64,
+        };
+        // Bytes per nanosecond is GB/s.
+        let gbps = per_iter / typical;
+        let (mul, unit) = if gbps < 1.0 {
+            (1e3, "MB/s")
+        } else {
+            (1.0, "GB/s")
+        };
+        values.iter_mut().for_each(|v| *v = per_iter / *v * mul);
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
 
 const PAYLOADS: [usize; 4] = [64, 1420, 9000, 64 * 1024];
 const BATCH: usize = 32;
@@ -27,51 +113,63 @@ fn stream_key() -> StreamKey {
     }
 }
 
-fn packets(payload: usize, n: usize) -> Vec<Vec<u8>> {
-    vec![vec![0xa5; payload + OVERHEAD]; n]
+fn packets(payload: usize) -> Vec<Vec<u8>> {
+    vec![vec![0xa5; payload + OVERHEAD]; BATCH]
 }
 
-fn raw_references(c: &mut Criterion, payload: usize) {
+// Every line works through the same 32 packet buffers per iteration, so "single" and
+// "batch32" touch the same memory and differ only in how many packets one call takes.
+
+fn raw_references(c: &mut Criterion<ThreadCpuTime>, payload: usize) {
     let mut g = c.benchmark_group(format!("aead/{payload}B"));
-    g.throughput(Throughput::BytesDecimal(payload as u64));
+    g.throughput(Throughput::BytesDecimal((payload * BATCH) as u64));
     let key = stream_key();
-    let mut buf = vec![0xa5; payload];
+    let mut bufs = packets(payload);
+    let aad = [0u8; 12];
 
     let aws = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key.key).unwrap());
     g.bench_function("raw-seal/aws-lc-rs", |b| {
         b.iter(|| {
-            aws.seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(key.nonce_base),
-                Aad::from(&[0u8; 12]),
-                &mut buf,
-            )
-            .unwrap()
+            for buf in &mut bufs {
+                let tag = aws
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(key.nonce_base),
+                        Aad::from(&aad),
+                        &mut buf[..payload],
+                    )
+                    .unwrap();
+                black_box(tag.as_ref());
+            }
         })
     });
 
     let rc = Aes256Gcm::new_from_slice(&key.key).unwrap();
     g.bench_function("raw-seal/aes-gcm", |b| {
         b.iter(|| {
-            rc.encrypt_inout_detached(
-                &key.nonce_base.into(),
-                &[0u8; 12],
-                buf.as_mut_slice().into(),
-            )
-            .unwrap()
+            for buf in &mut bufs {
+                let tag = rc
+                    .encrypt_inout_detached(
+                        &key.nonce_base.into(),
+                        &aad,
+                        (&mut buf[..payload]).into(),
+                    )
+                    .unwrap();
+                black_box(tag);
+            }
         })
     });
     g.finish();
 }
 
-fn batched(c: &mut Criterion, payload: usize) {
+fn batched(c: &mut Criterion<ThreadCpuTime>, payload: usize) {
     let mut g = c.benchmark_group(format!("aead/{payload}B"));
+    g.throughput(Throughput::BytesDecimal((payload * BATCH) as u64));
     let key = stream_key();
     let t0 = Instant::now();
     for (backend, name) in BACKENDS {
-        for n in [1, BATCH] {
-            let mode = if n == 1 { "single" } else { "batch32" };
-            g.throughput(Throughput::BytesDecimal((payload * n) as u64));
-            let mut bufs = packets(payload, n);
+        for per_call in [1, BATCH] {
+            let mode = if per_call == 1 { "single" } else { "batch32" };
+            let mut bufs = packets(payload);
 
             // A sealer lives for 2^24 packets; start a fresh one well before that.
             let mut sealer = Sealer::new(&key, 0, KeyEpoch::Even, backend, t0).unwrap();
@@ -80,31 +178,30 @@ fn batched(c: &mut Criterion, payload: usize) {
                     if sealer.rekey_due(t0) {
                         sealer = Sealer::new(&key, 0, KeyEpoch::Even, backend, t0).unwrap();
                     }
-                    black_box(
-                        sealer
-                            .seal_batch(t0, PacketType::Data, 7, &mut bufs)
-                            .unwrap(),
-                    );
+                    for chunk in bufs.chunks_mut(per_call) {
+                        let sealed = sealer.seal_batch(t0, PacketType::Data, 7, chunk);
+                        black_box(sealed.unwrap());
+                    }
                 })
             });
 
             // Opening needs fresh counters every time (the replay window refuses repeats),
-            // so each iteration seals then opens the same batch.
+            // so each iteration seals then opens the same packets.
             let mut sealer = Sealer::new(&key, 0, KeyEpoch::Even, backend, t0).unwrap();
             let mut opener = Opener::new(backend);
             opener.install(KeyEpoch::Even, &key, t0).unwrap();
-            let mut verdicts = vec![Verdict::Pending; n];
+            let mut verdicts = [Verdict::Pending; BATCH];
             g.bench_function(BenchmarkId::new(format!("seal+open/{mode}"), name), |b| {
                 b.iter(|| {
                     if sealer.rekey_due(t0) {
                         sealer = Sealer::new(&key, 0, KeyEpoch::Even, backend, t0).unwrap();
                         opener.install(KeyEpoch::Even, &key, t0).unwrap();
                     }
-                    sealer
-                        .seal_batch(t0, PacketType::Data, 7, &mut bufs)
-                        .unwrap();
-                    let opened = opener.open_batch(t0, &mut bufs, &mut verdicts);
-                    assert_eq!(opened, n);
+                    for chunk in bufs.chunks_mut(per_call) {
+                        sealer.seal_batch(t0, PacketType::Data, 7, chunk).unwrap();
+                        let opened = opener.open_batch(t0, chunk, &mut verdicts);
+                        assert_eq!(opened, chunk.len());
+                    }
                 })
             });
         }
@@ -112,7 +209,7 @@ fn batched(c: &mut Criterion, payload: usize) {
     g.finish();
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Criterion<ThreadCpuTime>) {
     for payload in PAYLOADS {
         raw_references(c, payload);
         batched(c, payload);
@@ -122,6 +219,7 @@ fn bench(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default()
+        .with_measurement(ThreadCpuTime)
         .warm_up_time(Duration::from_millis(400))
         .measurement_time(Duration::from_millis(1500))
         .sample_size(30);
