@@ -1,0 +1,230 @@
+//! Human tables (comfy-table) and JSON for the local API's replies.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{ContentArrangement, Table};
+
+use super::proto::{PeersReply, StatusReply, StreamsReply, TaintReply};
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    t
+}
+
+fn taints(t: &[String]) -> String {
+    format!("{{{}}}", t.join(","))
+}
+
+/// "3.2 s ago" for a unix-millisecond timestamp, relative to `now_ms`.
+fn ago(now_ms: u64, then_ms: u64) -> String {
+    if then_ms == 0 {
+        return "-".into();
+    }
+    let d = now_ms.saturating_sub(then_ms);
+    format!("{:.1} s ago", d as f64 / 1000.0)
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..16).unwrap_or(hex)
+}
+
+/// `conflux-ctl status` as a two-column table.
+pub fn status(s: &StatusReply) -> String {
+    let mut t = table(&["", ""]);
+    let now_s = unix_ms_now() / 1000;
+    let expires = if s.certificate_not_after > now_s {
+        format!(
+            "in {} s (unix {})",
+            s.certificate_not_after - now_s,
+            s.certificate_not_after
+        )
+    } else {
+        format!("expired (unix {})", s.certificate_not_after)
+    };
+    let ignored = if s.ignored.is_empty() {
+        "-".to_owned()
+    } else {
+        s.ignored
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("node id", s.node_id.clone()),
+        ("realm", s.realm.clone()),
+        ("overlay address", s.overlay_address.clone()),
+        ("region", or_dash(&s.region)),
+        ("taints", taints(&s.taints)),
+        ("identity", short(&s.identity_fingerprint).to_owned()),
+        (
+            "nats",
+            format!("{} ({} reconnects)", s.nats_state, s.nats_reconnects),
+        ),
+        ("certificate expires", expires),
+        (
+            "peers",
+            format!("{} ({} compatible)", s.peers, s.compatible_peers),
+        ),
+        ("streams", s.streams.to_string()),
+        (
+            "handshakes",
+            format!(
+                "{} initiated, {} answered",
+                s.handshakes_initiated, s.handshakes_answered
+            ),
+        ),
+        (
+            "presence",
+            format!("{} sent, {} accepted", s.presence_sent, s.presence_accepted),
+        ),
+        ("ignored", ignored),
+        ("registration", format!("{} ms", s.registration_ms)),
+        ("uptime", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
+    ];
+    for (k, v) in rows {
+        t.add_row(vec![k.to_owned(), v]);
+    }
+    t.to_string()
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.into() }
+}
+
+/// `conflux-ctl peers` as a table.
+pub fn peers(p: &PeersReply) -> String {
+    if p.peers.is_empty() {
+        return "no peers".into();
+    }
+    let now = unix_ms_now();
+    let mut t = table(&[
+        "node id",
+        "address",
+        "region",
+        "taints",
+        "state",
+        "last seen",
+        "identity",
+    ]);
+    for peer in &p.peers {
+        t.add_row(vec![
+            peer.node_id.clone(),
+            peer.overlay_address.clone(),
+            or_dash(&peer.region),
+            taints(&peer.taints),
+            peer.state.clone(),
+            ago(now, peer.last_seen_unix_ms),
+            short(&peer.identity_fingerprint).to_owned(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// `conflux-ctl streams` as a table.
+pub fn streams(s: &StreamsReply) -> String {
+    if s.streams.is_empty() {
+        return "no streams".into();
+    }
+    let now = unix_ms_now();
+    let mut t = table(&[
+        "stream id",
+        "peer",
+        "dir",
+        "key fingerprint",
+        "established",
+        "handshake",
+    ]);
+    for st in &s.streams {
+        let hs = if st.handshake_us == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1} ms", st.handshake_us as f64 / 1000.0)
+        };
+        t.add_row(vec![
+            st.stream_id.clone(),
+            st.peer_id.clone(),
+            st.direction.clone(),
+            st.key_fingerprint.clone(),
+            ago(now, st.established_unix_ms),
+            hs,
+        ]);
+    }
+    t.to_string()
+}
+
+/// `conflux-ctl taint ls|add|rm`: the resulting taint set.
+pub fn taint_set(t: &TaintReply) -> String {
+    taints(&t.taints)
+}
+
+/// Any reply as pretty JSON.
+pub fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("replies always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::proto::{Peer, Stream};
+
+    #[test]
+    fn tables_show_what_an_operator_looks_for() {
+        let p = PeersReply {
+            peers: vec![Peer {
+                node_id: "ab".repeat(16),
+                overlay_address: "10.9.0.2".into(),
+                taints: vec!["a".into(), "b".into()],
+                state: "connected".into(),
+                identity_fingerprint: "cd".repeat(32),
+                ..Peer::default()
+            }],
+        };
+        let out = peers(&p);
+        assert!(out.contains(&"ab".repeat(16)), "{out}");
+        assert!(out.contains("{a,b}") && out.contains("connected"), "{out}");
+        assert!(out.contains(&"cd".repeat(8)) && !out.contains(&"cd".repeat(9)));
+        assert_eq!(peers(&PeersReply::default()), "no peers");
+
+        let s = StreamsReply {
+            streams: vec![Stream {
+                stream_id: "01".repeat(16),
+                direction: "out".into(),
+                key_fingerprint: "0123456789abcdef".into(),
+                handshake_us: 2500,
+                ..Stream::default()
+            }],
+        };
+        let out = streams(&s);
+        assert!(
+            out.contains("0123456789abcdef") && out.contains("2.5 ms"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn json_has_field_names() {
+        let t = TaintReply {
+            taints: vec!["a".into()],
+        };
+        let v: serde_json::Value = serde_json::from_str(&json(&t)).unwrap();
+        assert_eq!(v["taints"][0], "a");
+        let s = StatusReply {
+            ignored: [("bad_signature".to_owned(), 3u64)].into_iter().collect(),
+            ..StatusReply::default()
+        };
+        let v: serde_json::Value = serde_json::from_str(&json(&s)).unwrap();
+        assert_eq!(v["ignored"]["bad_signature"], 3);
+    }
+}

@@ -1,0 +1,394 @@
+//! The node's configuration: a TOML file, with command-line flags overriding it.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use conflux_shared::taint::{NameError, Realm, TaintSet};
+use serde::Deserialize;
+
+/// Where the local API listens when neither the file nor a flag says.
+pub const DEFAULT_API_SOCKET: &str = "/run/conflux/conflux.sock";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: Box<toml::de::Error>,
+    },
+    /// A required setting is missing from both the file and the flags.
+    #[error("{0} is required (set it in the config file or with --{flag})", flag = .0.replace('_', "-"))]
+    Missing(&'static str),
+    /// A realm or taint name is invalid.
+    #[error("{what}: {source}")]
+    Name {
+        /// Which setting.
+        what: &'static str,
+        /// Why.
+        source: NameError,
+    },
+    /// A setting has a value out of its range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The settings a TOML config file may hold; every field is optional there.
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Guardian's base URL, e.g. `https://guardian.example:8443`.
+    #[arg(long)]
+    pub guardian_url: Option<String>,
+    /// One-time registration token (only needed for the first start).
+    #[arg(long, env = "CONFLUX_REGISTRATION_TOKEN", hide_env_values = true)]
+    pub registration_token: Option<String>,
+    /// File holding the registration token.
+    #[arg(long)]
+    pub registration_token_file: Option<PathBuf>,
+    /// File holding an identity provider's JWT to register with (OAuth).
+    #[arg(long)]
+    pub oauth_jwt_file: Option<PathBuf>,
+    /// The realm to join (required with OAuth; checked against Guardian's answer otherwise).
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// Taints asked for at registration (Guardian may impose the token's instead).
+    #[arg(long, value_delimiter = ',')]
+    pub taints: Option<Vec<String>>,
+    /// The overlay address to ask Guardian for.
+    #[arg(long)]
+    pub requested_address: Option<IpAddr>,
+    /// NATS server URLs, e.g. `nats://127.0.0.1:4222` (several for a cluster).
+    #[arg(long, value_delimiter = ',')]
+    pub nats_urls: Option<Vec<String>>,
+    /// Directory holding `credentials.json` (created 0700).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Geographic region to declare.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Offer this node as an internet exit for its owner's nodes.
+    #[arg(long)]
+    pub portal: Option<bool>,
+    /// Send this node's internet traffic through its owner's portal.
+    #[arg(long)]
+    pub rift: Option<bool>,
+    /// Unix socket of the local API (created 0600).
+    #[arg(long)]
+    pub api_socket: Option<PathBuf>,
+    /// Milliseconds between periodic presence announcements.
+    #[arg(long)]
+    pub presence_interval_ms: Option<u64>,
+    /// Milliseconds without a presence after which a peer is forgotten.
+    #[arg(long)]
+    pub peer_timeout_ms: Option<u64>,
+    /// Milliseconds to wait for a handshake reply.
+    #[arg(long)]
+    pub handshake_timeout_ms: Option<u64>,
+}
+
+impl Settings {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// `self` with every setting that `flags` has replacing the file's.
+    pub fn overridden_by(self, flags: Settings) -> Settings {
+        macro_rules! pick {
+            ($($f:ident),*) => { Settings { $($f: flags.$f.or(self.$f)),* } };
+        }
+        pick!(
+            guardian_url,
+            registration_token,
+            registration_token_file,
+            oauth_jwt_file,
+            realm,
+            taints,
+            requested_address,
+            nats_urls,
+            data_dir,
+            region,
+            portal,
+            rift,
+            api_socket,
+            presence_interval_ms,
+            peer_timeout_ms,
+            handshake_timeout_ms
+        )
+    }
+}
+
+/// How a node without stored credentials proves it may join.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Enrollment {
+    /// A one-time registration token made by an admin.
+    RegistrationToken(String),
+    /// An identity provider's JWT.
+    OAuthJwt(String),
+    /// Nothing: the node can only start if it has stored credentials.
+    None,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Enrollment::RegistrationToken(_) => "RegistrationToken(<redacted>)",
+            Enrollment::OAuthJwt(_) => "OAuthJwt(<redacted>)",
+            Enrollment::None => "None",
+        })
+    }
+}
+
+/// Timings of the control loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Between periodic presence announcements.
+    pub presence_interval: Duration,
+    /// Without a presence, a peer is forgotten after this long.
+    pub peer_timeout: Duration,
+    /// How long a handshake request waits for its reply.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            presence_interval: Duration::from_secs(5),
+            peer_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The validated configuration of a node.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Guardian's base URL, without a trailing slash.
+    pub guardian_url: String,
+    /// How to register when no credentials are stored.
+    pub enrollment: Enrollment,
+    /// The realm asked for, if any.
+    pub realm: Option<Realm>,
+    /// Taints asked for at registration.
+    pub taints: Option<TaintSet>,
+    /// Overlay address asked for.
+    pub requested_address: Option<IpAddr>,
+    /// NATS server URLs.
+    pub nats_urls: Vec<String>,
+    /// Directory of `credentials.json`.
+    pub data_dir: PathBuf,
+    /// Region declared to Guardian.
+    pub region: Option<String>,
+    /// Portal flag.
+    pub portal: bool,
+    /// Rift flag.
+    pub rift: bool,
+    /// The local API socket.
+    pub api_socket: PathBuf,
+    /// Control loop timings.
+    pub timing: Timing,
+}
+
+impl Config {
+    /// Validates merged settings.
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+        let guardian_url = s
+            .guardian_url
+            .ok_or(ConfigError::Missing("guardian_url"))?
+            .trim_end_matches('/')
+            .to_owned();
+        let nats_urls = s.nats_urls.filter(|u| !u.is_empty());
+        let nats_urls = nats_urls.ok_or(ConfigError::Missing("nats_urls"))?;
+        let data_dir = s.data_dir.ok_or(ConfigError::Missing("data_dir"))?;
+        let enrollment = match (
+            s.registration_token,
+            s.registration_token_file,
+            s.oauth_jwt_file,
+        ) {
+            (Some(t), None, None) => Enrollment::RegistrationToken(t.trim().to_owned()),
+            (None, Some(f), None) => Enrollment::RegistrationToken(read_secret(&f)?),
+            (None, None, Some(f)) => Enrollment::OAuthJwt(read_secret(&f)?),
+            (None, None, None) => Enrollment::None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "give at most one of registration_token, registration_token_file and \
+                     oauth_jwt_file"
+                        .into(),
+                ));
+            }
+        };
+        let realm = s
+            .realm
+            .map(|r| Realm::new(&r))
+            .transpose()
+            .map_err(|source| ConfigError::Name {
+                what: "realm",
+                source,
+            })?;
+        if matches!(enrollment, Enrollment::OAuthJwt(_)) && realm.is_none() {
+            return Err(ConfigError::Missing("realm"));
+        }
+        let taints = s
+            .taints
+            .map(|t| TaintSet::parse(t.iter().map(String::as_str)))
+            .transpose()
+            .map_err(|source| ConfigError::Name {
+                what: "taints",
+                source,
+            })?;
+        let d = Timing::default();
+        let ms = |v: Option<u64>, dflt: Duration, name: &str| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(dflt),
+                Some(0) => Err(ConfigError::Invalid(format!("{name} must be above 0"))),
+                Some(v) => Ok(Duration::from_millis(v)),
+            }
+        };
+        let timing = Timing {
+            presence_interval: ms(
+                s.presence_interval_ms,
+                d.presence_interval,
+                "presence_interval_ms",
+            )?,
+            peer_timeout: ms(s.peer_timeout_ms, d.peer_timeout, "peer_timeout_ms")?,
+            handshake_timeout: ms(
+                s.handshake_timeout_ms,
+                d.handshake_timeout,
+                "handshake_timeout_ms",
+            )?,
+        };
+        if timing.peer_timeout <= timing.presence_interval * 2 {
+            return Err(ConfigError::Invalid(
+                "peer_timeout_ms must be more than twice presence_interval_ms".into(),
+            ));
+        }
+        Ok(Self {
+            guardian_url,
+            enrollment,
+            realm,
+            taints,
+            requested_address: s.requested_address,
+            nats_urls,
+            data_dir,
+            region: s.region,
+            portal: s.portal.unwrap_or(false),
+            rift: s.rift.unwrap_or(false),
+            api_socket: s
+                .api_socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),
+            timing,
+        })
+    }
+}
+
+fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let s = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(s.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+        guardian_url = "http://127.0.0.1:8080/"
+        registration_token = "tok"
+        realm = "lab"
+        taints = ["dev", "stage"]
+        nats_urls = ["nats://127.0.0.1:4222"]
+        data_dir = "/var/lib/conflux"
+        presence_interval_ms = 1000
+        peer_timeout_ms = 4000
+    "#;
+
+    #[test]
+    fn file_then_flags() {
+        let file = Settings::from_toml(FILE).unwrap();
+        let flags = Settings {
+            taints: Some(vec!["prod".into()]),
+            region: Some("eu-west".into()),
+            ..Settings::default()
+        };
+        let c = Config::from_settings(file.overridden_by(flags)).unwrap();
+        assert_eq!(c.guardian_url, "http://127.0.0.1:8080");
+        assert_eq!(c.taints.unwrap().to_string(), "{prod}");
+        assert_eq!(c.region.as_deref(), Some("eu-west"));
+        assert_eq!(c.realm.unwrap().as_str(), "lab");
+        assert_eq!(c.enrollment, Enrollment::RegistrationToken("tok".into()));
+        assert_eq!(c.timing.presence_interval, Duration::from_secs(1));
+        assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
+    }
+
+    #[test]
+    fn rejects_what_an_operator_would_get_wrong() {
+        assert!(
+            Settings::from_toml("guardian_urll = \"x\"").is_err(),
+            "typo"
+        );
+        let base = Settings::from_toml(FILE).unwrap();
+        let missing = Settings {
+            nats_urls: None,
+            ..base.clone()
+        };
+        let e = Config::from_settings(missing).unwrap_err().to_string();
+        assert!(e.contains("--nats-urls"), "{e}");
+        let bad_taint = Settings {
+            taints: Some(vec!["Dev".into()]),
+            ..base.clone()
+        };
+        assert!(matches!(
+            Config::from_settings(bad_taint),
+            Err(ConfigError::Name { what: "taints", .. })
+        ));
+        let two_tokens = Settings {
+            oauth_jwt_file: Some("/x".into()),
+            ..base.clone()
+        };
+        assert!(matches!(
+            Config::from_settings(two_tokens),
+            Err(ConfigError::Invalid(_))
+        ));
+        let tight = Settings {
+            peer_timeout_ms: Some(1500),
+            ..base
+        };
+        assert!(matches!(
+            Config::from_settings(tight),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn enrollment_debug_hides_the_token() {
+        let e = Enrollment::RegistrationToken("s3cret".into());
+        assert!(!format!("{e:?}").contains("s3cret"));
+    }
+}
