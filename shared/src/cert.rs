@@ -98,15 +98,25 @@ impl GuardianKey {
 
 /// Encodes `cert` and signs it with Guardian's key; `cert.issuer_key_id` is set to that
 /// key's id.
-pub fn sign(mut cert: NodeCertificate, key: &SigningKey) -> SignedCertificate {
-    let key_id = key_id(key.verifying_key().as_bytes());
-    cert.issuer_key_id.clone_from(&key_id);
+pub fn sign(cert: NodeCertificate, key: &SigningKey) -> SignedCertificate {
+    let id = key_id(key.verifying_key().as_bytes());
+    sign_with(cert, &id, |bytes| key.sign(CERT_CONTEXT, bytes))
+}
+
+/// Like [`sign`], for a key held elsewhere: `sign` must produce an ML-DSA-65 signature over
+/// its input with [`CERT_CONTEXT`] by the key named `key_id`.
+pub fn sign_with(
+    mut cert: NodeCertificate,
+    key_id: &str,
+    sign: impl FnOnce(&[u8]) -> Signature,
+) -> SignedCertificate {
+    key_id.clone_into(&mut cert.issuer_key_id);
     let certificate = cert.encode_to_vec();
-    let signature = key.sign(CERT_CONTEXT, &certificate).as_bytes().to_vec();
+    let signature = sign(&certificate).as_bytes().to_vec();
     SignedCertificate {
         certificate,
         signature,
-        key_id,
+        key_id: key_id.to_owned(),
     }
 }
 
