@@ -1,0 +1,170 @@
+//! `conflux-ctl --json` as the tests read it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::bins;
+
+/// `conflux-ctl status --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    /// Node id (hex).
+    pub node_id: String,
+    /// Realm.
+    pub realm: String,
+    /// Overlay address.
+    pub overlay_address: String,
+    /// Taints.
+    pub taints: Vec<String>,
+    /// Fingerprint of this run's ML-DSA key.
+    pub identity_fingerprint: String,
+    /// "connected", "pending", "disconnected" or "refused".
+    pub nats_state: String,
+    /// Reconnections so far.
+    pub nats_reconnects: u64,
+    /// Peers known.
+    pub peers: u32,
+    /// Streams up.
+    pub streams: u32,
+    /// Registration time at start, ms.
+    pub registration_ms: u64,
+    /// Drop counters.
+    pub ignored: BTreeMap<String, u64>,
+}
+
+impl Status {
+    /// A drop counter (0 when absent).
+    pub fn ignored(&self, why: &str) -> u64 {
+        self.ignored.get(why).copied().unwrap_or(0)
+    }
+}
+
+/// One row of `conflux-ctl peers --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Peer {
+    /// Node id (hex).
+    pub node_id: String,
+    /// Taints.
+    pub taints: Vec<String>,
+    /// Policy verdict.
+    pub compatible: bool,
+    /// "connected", "handshaking" or "incompatible".
+    pub state: String,
+    /// Last presence, unix ms.
+    pub last_seen_unix_ms: u64,
+    /// Fingerprint of the peer's certified ML-DSA key.
+    pub identity_fingerprint: String,
+}
+
+#[derive(Deserialize)]
+struct Peers {
+    #[serde(default)]
+    peers: Vec<Peer>,
+}
+
+/// One row of `conflux-ctl streams --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Stream {
+    /// Stream id (hex).
+    pub stream_id: String,
+    /// The other end.
+    pub peer_id: String,
+    /// "out" or "in".
+    pub direction: String,
+    /// Key fingerprint.
+    pub key_fingerprint: String,
+    /// Handshake request to reply, µs (outbound only).
+    pub handshake_us: u64,
+}
+
+#[derive(Deserialize)]
+struct Streams {
+    #[serde(default)]
+    streams: Vec<Stream>,
+}
+
+#[derive(Deserialize)]
+struct Taints {
+    #[serde(default)]
+    taints: Vec<String>,
+}
+
+/// `conflux-ctl` bound to one node's socket.
+#[derive(Debug, Clone)]
+pub struct Ctl {
+    bin: PathBuf,
+    socket: PathBuf,
+}
+
+impl Ctl {
+    /// A client of the node listening on `socket`.
+    pub fn new(socket: PathBuf) -> Self {
+        Self {
+            bin: bins::workspace_bin("conflux-ctl"),
+            socket,
+        }
+    }
+
+    /// Runs `conflux-ctl --json <args>`; `Err` holds its stderr.
+    pub fn run<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T, String> {
+        let out = Command::new(&self.bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--json")
+            .args(args)
+            .output()
+            .map_err(|e| format!("running conflux-ctl: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("conflux-ctl output: {e}"))
+    }
+
+    /// Runs `conflux-ctl <args>` and returns its table output.
+    pub fn table(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(&self.bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .map_err(|e| format!("running conflux-ctl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `status`, or `None` while the node does not answer.
+    pub fn status(&self) -> Option<Status> {
+        self.run(&["status"]).ok()
+    }
+
+    /// `peers` (empty while the node does not answer).
+    pub fn peers(&self) -> Vec<Peer> {
+        self.run::<Peers>(&["peers"])
+            .map(|p| p.peers)
+            .unwrap_or_default()
+    }
+
+    /// `streams` (empty while the node does not answer).
+    pub fn streams(&self) -> Vec<Stream> {
+        self.run::<Streams>(&["streams"])
+            .map(|s| s.streams)
+            .unwrap_or_default()
+    }
+
+    /// `taint add|rm|ls [taint]`: the resulting set.
+    pub fn taint(&self, op: &str, taint: Option<&str>) -> Result<Vec<String>, String> {
+        let mut args = vec!["taint", op];
+        args.extend(taint);
+        self.run::<Taints>(&args).map(|t| t.taints)
+    }
+}
