@@ -3,12 +3,15 @@
 //! Contract, stated once for every format here (after smoltcp's `wire`): a `*::parse` /
 //! `new_checked` function takes untrusted bytes and either returns a view whose accessors
 //! cannot panic, or a [`WireError`]. Emitting goes through `emit` into caller-owned storage.
-//! Multi-byte integers are in network byte order (`zerocopy::network_endian`).
+//! Multi-byte integers that cross the network are in network byte order
+//! (`zerocopy::network_endian`); ring records never leave the machine and are little-endian.
+//! Every accepted message has exactly one encoding: emitting what was parsed gives back the
+//! same bytes, which the fuzz entries in [`crate::fuzz`] assert.
 //!
 //! - [`data`]: the per-packet data header (version, type, flags with the key epoch, lane,
 //!   64-bit counter, per-hop label); the AES-GCM tag follows the payload.
 //! - [`handshake`]: stream handshake init / accept.
-//! - [`route`]: route set-up and tear-down (per-hop labels).
+//! - [`route`]: route set-up, acknowledgement and tear-down (per-hop labels).
 //! - [`record`]: fixed-size ring records between the control process and the data plane.
 
 pub mod data;

@@ -72,6 +72,7 @@ pub struct InstallStreamBody {
 
 impl InstallStreamBody {
     /// A body that installs `key` for one epoch of a stream.
+    // Each argument is a field of its own; a builder would only restate them.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream_id: StreamId,
