@@ -52,7 +52,7 @@ impl AckStatus {
     }
 }
 
-/// A view of a route acknowledgement in a byte buffer (see [`RouteSetupPacket`] for the
+/// A view of a route acknowledgement in a byte buffer (see [`super::RouteSetupPacket`] for the
 /// checked / unchecked contract).
 #[derive(Debug, Clone)]
 pub struct RouteAckPacket<T: AsRef<[u8]>> {
@@ -114,7 +114,7 @@ impl<T: AsRef<[u8]>> RouteAckPacket<T> {
     }
 }
 
-/// A hop's answer to a [`RouteSetup`].
+/// A hop's answer to a [`super::RouteSetup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RouteAck {
     /// The route being acknowledged.

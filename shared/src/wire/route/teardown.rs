@@ -53,7 +53,7 @@ impl TeardownReason {
     }
 }
 
-/// A view of a route tear-down in a byte buffer (see [`RouteSetupPacket`] for the
+/// A view of a route tear-down in a byte buffer (see [`super::RouteSetupPacket`] for the
 /// checked / unchecked contract).
 #[derive(Debug, Clone)]
 pub struct RouteTeardownPacket<T: AsRef<[u8]>> {
