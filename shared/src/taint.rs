@@ -241,10 +241,19 @@ mod tests {
         }
     }
 
+    /// (realm a, taints a, realm b, taints b, may talk)
+    type TalkCase = (
+        &'static str,
+        &'static [&'static str],
+        &'static str,
+        &'static [&'static str],
+        bool,
+    );
+
     #[test]
     fn talk_table() {
         #[rustfmt::skip]
-        let table: &[(&str, &[&str], &str, &[&str], bool)] = &[
+        let table: &[TalkCase] = &[
             ("r", &["dev", "stage"], "r", &["dev"], true),
             ("r", &["dev"], "r", &["dev"], true),
             ("r", &["prod"], "r", &["dev"], false),
