@@ -40,6 +40,8 @@ pub struct Options {
     pub lifetimes: Option<Lifetimes>,
     /// Keep the store in a file in this directory (otherwise in memory).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Start the clock here instead of [`T0`] (tests with real servers use the real time).
+    pub start: Option<u64>,
 }
 
 impl TestGuardian {
@@ -49,7 +51,7 @@ impl TestGuardian {
 
     pub async fn with(o: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(AtomicU64::new(T0));
+        let clock = Arc::new(AtomicU64::new(o.start.unwrap_or(T0)));
         let c = Arc::clone(&clock);
         let cfg = Config {
             data_dir: o.data_dir.clone().unwrap_or_else(|| dir.path().to_owned()),
