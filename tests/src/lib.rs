@@ -9,5 +9,6 @@
 pub mod bins;
 pub mod cluster;
 pub mod ctl;
+pub mod nats_client;
 pub mod proc;
 pub mod wait;

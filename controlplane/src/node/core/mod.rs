@@ -501,11 +501,12 @@ impl Node {
         self.cert = cert;
         self.renew_pending = false;
         self.schedule_renewal(now);
+        // Announced before any handshake starts, so the requests carry the new certificate.
+        self.announce(now);
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
             self.rejudge(id, now);
         }
-        self.announce_soon(now);
         Ok(())
     }
 
