@@ -10,5 +10,7 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build (binaries the end-to-end tests start)"
+cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace --no-fail-fast

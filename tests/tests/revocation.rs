@@ -1,0 +1,57 @@
+//! A revoked node is cut off by nats-server and dropped by its peers within seconds.
+
+use std::time::{Duration, Instant};
+
+use conflux_tests::cluster::{Cluster, STARTUP, paired};
+use conflux_tests::wait;
+
+#[test]
+fn revoked_node_is_cut_off_and_dropped() {
+    let c = Cluster::start();
+    c.create_realm("lab", "10.82.0.0/24");
+    let a = c.node("a", "lab", &["a"]);
+    let b = c.node("b", "lab", &["a"]);
+    let r = c.node("r", "lab", &["a"]);
+    wait::until_true("the mesh", STARTUP, || {
+        paired(&a, &b) && paired(&a, &r) && paired(&b, &r)
+    });
+    let r_id = r.id();
+
+    let t = Instant::now();
+    c.revoke(&r_id);
+    let revoked_in = t.elapsed();
+
+    // nats-server drops the revoked user's connection and refuses it from then on.
+    let cut = wait::until_true("nats-server to cut the revoked node off", STARTUP, || {
+        r.status().nats_state != "connected"
+    });
+    // Its peers drop it (the revocation notice, confirmed by the directory).
+    let dropped = wait::until_true(
+        "the peers to drop the revoked node",
+        Duration::from_secs(10),
+        || {
+            [&a, &b]
+                .iter()
+                .all(|n| n.has_no_stream(&r_id) && n.ctl.peers().iter().all(|p| p.node_id != r_id))
+        },
+    );
+    println!(
+        "MEASURE revocation: Guardian answered in {revoked_in:?}; node cut off by nats-server after {cut:?}; dropped by both peers after {:?}",
+        dropped + cut
+    );
+    wait::stays(
+        "the revoked node to stay out",
+        Duration::from_secs(3),
+        || {
+            r.status().nats_state != "connected"
+                && [&a, &b]
+                    .iter()
+                    .all(|n| n.ctl.peers().iter().all(|p| p.node_id != r_id))
+        },
+    );
+    assert!(paired(&a, &b), "the others keep their pair");
+    println!(
+        "MEASURE revoked node's view: nats_state={}",
+        r.status().nats_state
+    );
+}
