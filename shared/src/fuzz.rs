@@ -14,6 +14,9 @@ use zerocopy::IntoBytes;
 
 use crate::crypto::identity::{FINGERPRINT_LEN, KEM_CIPHERTEXT_LEN, SIGNATURE_LEN};
 use crate::id::{NodeId, StreamId};
+use zerocopy::FromBytes;
+
+use crate::ring::layout::{Expect, Header, Layout, MAX_RING_BYTES};
 use crate::ring::message::{self, Frame};
 use crate::taint::{Membership, Realm, TaintSet};
 use crate::wire::data::{self, DataHeader, DataPacket, KeyEpoch, PacketType};
@@ -32,6 +35,7 @@ pub const TARGETS: &[Target] = &[
     ("handshake_init", handshake_init),
     ("handshake_accept", handshake_accept),
     ("ring_frame", ring_frame),
+    ("ring_header", ring_header),
 ];
 
 /// The payload limit [`ring_frame`] parses with: a message ring's usual bound.
@@ -185,6 +189,48 @@ pub fn ring_frame(data: &[u8]) -> bool {
     true
 }
 
+/// The ring header check an attaching process runs on a peer's memfd: the first 128 bytes
+/// are the header, the next 8 (native order, when present) the size `fstat` reported,
+/// and the first byte after that picks the expected layout. An accepted header must
+/// describe a ring whose slots fit exactly in the mapped size.
+pub fn ring_header(data: &[u8]) -> bool {
+    let Ok((header, rest)) = Header::read_from_prefix(data) else {
+        return false;
+    };
+    let mapped = rest.get(..8).map_or(header.total_len, |b| {
+        u64::from_ne_bytes(b.try_into().expect("8 bytes"))
+    });
+    let (layout, record_size) = match rest.get(8) {
+        Some(b) if b & 1 == 1 => (Layout::Messages, 1),
+        _ => (Layout::Records, 128),
+    };
+    let expect = Expect {
+        layout,
+        kind: header.kind,
+        record_size,
+        schema: header.schema,
+    };
+    if header.validate(expect, mapped).is_err() {
+        return false;
+    }
+    let slots = header
+        .capacity
+        .checked_mul(u64::from(record_size))
+        .expect("validated capacity");
+    assert!(
+        header.capacity.is_power_of_two(),
+        "capacity {} accepted",
+        header.capacity
+    );
+    assert_eq!(
+        slots + header.data_offset as u64,
+        mapped,
+        "accepted header does not describe the mapped size"
+    );
+    assert!(mapped <= MAX_RING_BYTES, "ring of {mapped} bytes accepted");
+    true
+}
+
 /// Valid inputs for each target, named `valid-*`, that its entry accepts.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -231,6 +277,22 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let mut buf = vec![0u8; message::frame_len(payload.len())];
         message::emit_frame(&mut buf, kind, payload).expect("seed frame fits");
         add("ring_frame", name, buf);
+    }
+    for (name, layout, capacity, max_message, record_size) in [
+        ("records-1024", Layout::Records, 1024u64, 0u32, 128u32),
+        ("messages-64k", Layout::Messages, 65536, 4096, 1),
+    ] {
+        let expect = Expect {
+            layout,
+            kind: 7,
+            record_size,
+            schema: 0,
+        };
+        let header = Header::new(expect, capacity, max_message);
+        let mut buf = header.as_bytes().to_vec();
+        buf.extend_from_slice(&header.total_len.to_ne_bytes());
+        buf.push(u8::from(layout == Layout::Messages));
+        add("ring_header", name, buf);
     }
     out
 }
