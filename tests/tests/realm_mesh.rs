@@ -69,6 +69,11 @@ fn three_nodes_register_see_each_other_and_handshake() {
     }
     // The table output names the peers an operator would look for.
     let table = a.ctl.table(&["peers"]).unwrap();
+    println!("conflux-ctl peers (node a):\n{table}");
+    println!(
+        "conflux-ctl streams (node a):\n{}",
+        a.ctl.table(&["streams"]).unwrap()
+    );
     assert!(
         table.contains(&b.id()) && table.contains("connected"),
         "{table}"

@@ -1,4 +1,16 @@
 //! The node's configuration: a TOML file, with command-line flags overriding it.
+//!
+//! ```toml
+//! guardian_url = "https://guardian.example:8443"
+//! registration_token_file = "/etc/conflux/token"   # first start only
+//! realm = "lab"
+//! taints = ["dev"]                                   # first registration only; then
+//!                                                    # `conflux-ctl taint add|rm`
+//! nats_urls = ["nats://nats1.example:4222", "nats://nats2.example:4222"]
+//! data_dir = "/var/lib/conflux"                      # holds credentials.json (0600)
+//! api_socket = "/run/conflux/conflux.sock"
+//! region = "eu-west"
+//! ```
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -397,7 +397,10 @@ impl Driver {
                 self.nats_state = "disconnected";
             }
             ConnEvent::AuthorizationViolation => {
-                warn!("nats-server refused this node's credentials (revoked?)");
+                // Every reconnection attempt is refused again: say it once.
+                if self.nats_state != "refused" {
+                    warn!("nats-server refuses this node's credentials (revoked?)");
+                }
                 self.nats_state = "refused";
             }
             ConnEvent::ServerError(e) => warn!("nats-server: {e}"),

@@ -116,6 +116,12 @@ pub async fn connect(
                 Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
                     ConnEvent::AuthorizationViolation
                 }
+                // A reconnection refused for its credentials comes back as a client error.
+                Event::ClientError(async_nats::ClientError::Other(e))
+                    if e.contains("authorization violation") =>
+                {
+                    ConnEvent::AuthorizationViolation
+                }
                 Event::ServerError(e) => ConnEvent::ServerError(e.to_string()),
                 _ => return,
             };
