@@ -1,4 +1,19 @@
 //! Conflux data plane: the process that moves every packet (DESIGN §1, §3).
+//!
+//! - [`egress`], [`ingress`], [`relay`]: the packet paths, as sans-io functions over
+//!   batches of packet buffers, so the worker loop and the tests drive the same code.
+//! - [`table`]: what each worker looks up per packet (streams, routes, relay entries,
+//!   tethers, allowed inner sources, policy), filled from the control ring.
+//! - [`packet`]: inner IP packet views and the flow hash.
+//! - [`vnet`]: the TUN queue's virtio-net header, GSO segmentation and coalescing.
+//! - [`counters`]: per-worker drop counters and traffic totals.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod counters;
+pub mod egress;
+pub mod ingress;
+pub mod packet;
+pub mod relay;
+pub mod table;
 pub mod tether;
+pub mod vnet;

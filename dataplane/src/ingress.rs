@@ -1,0 +1,168 @@
+//! Ingress: data packets from a tether to inner packets for the TUN queue, or on to the
+//! next hop.
+//!
+//! Per batch: check each header and look its label up. A label naming a relay entry is
+//! relayed at once (label swapped, not decrypted). Runs of packets for one stream that
+//! ends here are opened with one batched AES-256-GCM call, in place; the replay window is
+//! checked before the AES work and marked only after the tag verifies. Each opened packet
+//! must then come from an address its stream's source may use (its overlay address or an
+//! allowed prefix, like WireGuard's AllowedIPs); anything else is dropped and counted,
+//! silently.
+
+use std::time::Instant;
+
+use conflux_shared::crypto::aead::{DropReason, Verdict};
+use conflux_shared::wire::data::{DataPacket, PacketType};
+use conflux_shared::wire::record::{CounterId, TetherId};
+
+use crate::counters::Counters;
+use crate::packet::InnerPacket;
+use crate::relay::{RelayLimiter, relay};
+use crate::table::Tables;
+
+/// What became of one packet of an ingress batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IngressVerdict {
+    /// Not looked at yet.
+    #[default]
+    Pending,
+    /// Waiting to be opened by the ingress stream at this index.
+    Open(u32),
+    /// Opened: write `buf[offset..offset + len]` to the TUN queue.
+    Deliver {
+        /// Start of the inner packet in the buffer.
+        offset: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// Relabelled: send the whole buffer on this tether.
+    Relay(TetherId),
+    /// Dropped and counted under this counter.
+    Drop(CounterId),
+    /// An authentic liveness probe: consumed here.
+    Probe,
+}
+
+/// Handles a batch in place. Each buffer is one whole data packet as received.
+///
+/// # Panics
+///
+/// If `verdicts` or `scratch` is shorter than `packets` (a caller bug).
+pub fn ingress<B: AsMut<[u8]>>(
+    tables: &mut Tables,
+    counters: &mut Counters,
+    limiter: &mut RelayLimiter,
+    now: Instant,
+    packets: &mut [B],
+    verdicts: &mut [IngressVerdict],
+    scratch: &mut [Verdict],
+) {
+    assert!(
+        verdicts.len() >= packets.len() && scratch.len() >= packets.len(),
+        "one verdict slot per packet"
+    );
+    for (p, v) in packets.iter_mut().zip(verdicts.iter_mut()) {
+        let buf = p.as_mut();
+        *v = match DataPacket::new_checked(&*buf) {
+            Err(_) => IngressVerdict::Drop(CounterId::MalformedPacket),
+            Ok(d) => {
+                let label = d.label();
+                let epoch = d.key_epoch();
+                if let Some(&i) = tables.ingress_by_label.get(&label) {
+                    if tables.ingress[i].epoch_expired(epoch, now) {
+                        IngressVerdict::Drop(CounterId::KeyExpired)
+                    } else {
+                        IngressVerdict::Open(i as u32)
+                    }
+                } else if let Some(&entry) = tables.relays.get(&label) {
+                    match relay(tables, limiter, entry, now, buf) {
+                        Ok(t) => {
+                            counters.relayed_packets += 1;
+                            IngressVerdict::Relay(t)
+                        }
+                        Err(c) => IngressVerdict::Drop(c),
+                    }
+                } else {
+                    IngressVerdict::Drop(CounterId::UnknownLabel)
+                }
+            }
+        };
+        if let IngressVerdict::Drop(c) = v {
+            counters.bump(*c);
+        }
+    }
+    let mut start = 0;
+    while start < packets.len() {
+        let IngressVerdict::Open(stream) = verdicts[start] else {
+            start += 1;
+            continue;
+        };
+        let mut end = start + 1;
+        while end < packets.len() && verdicts[end] == IngressVerdict::Open(stream) {
+            end += 1;
+        }
+        open_run(
+            tables,
+            counters,
+            now,
+            stream as usize,
+            &mut packets[start..end],
+            &mut verdicts[start..end],
+            &mut scratch[start..end],
+        );
+        start = end;
+    }
+}
+
+fn open_run<B: AsMut<[u8]>>(
+    tables: &mut Tables,
+    counters: &mut Counters,
+    now: Instant,
+    stream: usize,
+    packets: &mut [B],
+    verdicts: &mut [IngressVerdict],
+    scratch: &mut [Verdict],
+) {
+    let s = &mut tables.ingress[stream];
+    s.opener.open_batch(now, packets, scratch);
+    for ((p, v), a) in packets
+        .iter_mut()
+        .zip(verdicts.iter_mut())
+        .zip(scratch.iter())
+    {
+        *v = match *a {
+            Verdict::Open(o) if o.kind == PacketType::Probe => IngressVerdict::Probe,
+            Verdict::Open(o) => {
+                let range = o.payload_range();
+                match InnerPacket::parse(&p.as_mut()[range.clone()]) {
+                    Err(_) => IngressVerdict::Drop(CounterId::MalformedPacket),
+                    Ok(inner) if !s.source_allowed(inner.source()) => {
+                        s.spoofed += 1;
+                        IngressVerdict::Drop(CounterId::InnerSource)
+                    }
+                    Ok(inner) => IngressVerdict::Deliver {
+                        offset: range.start,
+                        len: inner.total_len(),
+                    },
+                }
+            }
+            Verdict::Drop(reason) => IngressVerdict::Drop(match reason {
+                DropReason::BadTag => CounterId::BadTag,
+                DropReason::TooOld | DropReason::Duplicate | DropReason::BeyondLimit => {
+                    CounterId::Replay
+                }
+                DropReason::NoKey | DropReason::KeyExpired => CounterId::KeyExpired,
+                DropReason::Malformed(_) | DropReason::Lane => CounterId::MalformedPacket,
+            }),
+            Verdict::Pending => IngressVerdict::Drop(CounterId::MalformedPacket),
+        };
+        match v {
+            IngressVerdict::Drop(c) => counters.bump(*c),
+            IngressVerdict::Deliver { len, .. } => {
+                counters.ingress_packets += 1;
+                counters.ingress_bytes += *len as u64;
+            }
+            _ => {}
+        }
+    }
+}
