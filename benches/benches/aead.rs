@@ -12,92 +12,11 @@ use std::time::{Duration, Instant};
 
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use conflux_benches::cpu_time::ThreadCpuTime;
 use conflux_shared::crypto::aead::{Backend, Opener, Sealer, Verdict};
 use conflux_shared::crypto::key::StreamKey;
 use conflux_shared::wire::data::{KeyEpoch, OVERHEAD, PacketType};
-use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-
-/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in nanoseconds.
-struct ThreadCpuTime;
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant Linux knows.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = u64;
-    type Value = u64;
-
-    fn start(&self) -> u64 {
-        thread_cpu_ns()
-    }
-    fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns() - start
-    }
-    fn add(&self, a: &u64, b: &u64) -> u64 {
-        a + b
-    }
-    fn zero(&self) -> u64 {
-        0
-    }
-    fn to_f64(&self, v: &u64) -> f64 {
-        *v as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &NanosFormatter
-    }
-}
-
-/// Nanoseconds shown as ns/µs/ms; byte throughput as decimal MB/s or GB/s.
-struct NanosFormatter;
-
-impl ValueFormatter for NanosFormatter {
-    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
-        let (div, unit) = match typical {
-            t if t < 1e3 => (1.0, "ns"),
-            t if t < 1e6 => (1e3, "µs"),
-            _ => (1e6, "ms"),
-        };
-        values.iter_mut().for_each(|v| *v /= div);
-        unit
-    }
-
-    fn scale_throughputs(
-        &self,
-        typical: f64,
-        throughput: &Throughput,
-        values: &mut [f64],
-    ) -> &'static str {
-        let per_iter = match *throughput {
-            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Elements(n) => {
-                n as f64
-            }
-            Throughput::Bits(n) => n as f64 / 8.0,
-            Throughput::ElementsAndBytes { bytes, .. } => bytes as f64,
-        };
-        // Bytes per nanosecond is GB/s.
-        let gbps = per_iter / typical;
-        let (mul, unit) = if gbps < 1.0 {
-            (1e3, "MB/s")
-        } else {
-            (1.0, "GB/s")
-        };
-        values.iter_mut().for_each(|v| *v = per_iter / *v * mul);
-        unit
-    }
-
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
-}
 
 const PAYLOADS: [usize; 4] = [64, 1420, 9000, 64 * 1024];
 const BATCH: usize = 32;

@@ -9,57 +9,18 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use conflux_benches::cpu_time::ThreadCpuTime;
 use conflux_shared::crypto::handshake::{
-    HandshakeConfig, INIT_CONTEXT, Initiator, Local, Peer, Responder,
+    Established, HandshakeConfig, INIT_CONTEXT, Initiator, Local, Peer, Responder,
 };
 use conflux_shared::crypto::identity::NodeIdentity;
 use conflux_shared::id::{NodeId, StreamId};
 use conflux_shared::taint::{Membership, Realm, TaintSet};
 use conflux_shared::wire::handshake::{ACCEPT_MAX_LEN, HandshakeInit, INIT_MAX_LEN};
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::measurement::Measurement;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use rustix::time::{ClockId, clock_gettime};
 
 const START: u64 = 1_700_000_000;
-
-/// CPU time consumed by the calling thread.
-struct ThreadCpuTime;
-
-fn thread_cpu_now() -> Duration {
-    let t = clock_gettime(ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        thread_cpu_now()
-    }
-
-    fn end(&self, started: Duration) -> Duration {
-        thread_cpu_now().saturating_sub(started)
-    }
-
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-
-    fn to_f64(&self, value: &Duration) -> f64 {
-        value.as_nanos() as f64
-    }
-
-    fn formatter(&self) -> &dyn ValueFormatter {
-        // Values are nanoseconds, as for wall time, so its formatting applies unchanged.
-        static WALL: WallTime = WallTime;
-        WALL.formatter()
-    }
-}
 
 struct Node {
     id: NodeId,
@@ -107,6 +68,31 @@ impl Clock {
     }
 }
 
+/// `a` starts a handshake to `b` at `now`, writing the init into `out`.
+fn start(
+    config: &HandshakeConfig,
+    a: &Node,
+    b: &Node,
+    now: u64,
+    out: &mut [u8],
+) -> (Initiator, usize) {
+    Initiator::start(config, &a.local(), &b.cert(), StreamId::random(), now, out).unwrap()
+}
+
+/// `b` answers `a`'s init, writing the accept into `out`.
+fn respond(
+    responder: &mut Responder,
+    a: &Node,
+    b: &Node,
+    init: &[u8],
+    now: u64,
+    out: &mut [u8],
+) -> (Established, usize) {
+    responder
+        .handle_init(&b.local(), &a.cert(), init, now, out)
+        .unwrap()
+}
+
 struct Setup {
     config: HandshakeConfig,
     a: Node,
@@ -135,25 +121,9 @@ impl Setup {
     fn complete(&mut self) {
         let now = self.clock.tick();
         let (a, b) = (&self.a, &self.b);
-        let (initiator, n) = Initiator::start(
-            &self.config,
-            &a.local(),
-            &b.cert(),
-            StreamId::random(),
-            now,
-            &mut self.init_buf,
-        )
-        .unwrap();
-        let (at_b, m) = self
-            .responder
-            .handle_init(
-                &b.local(),
-                &a.cert(),
-                &self.init_buf[..n],
-                now,
-                &mut self.accept_buf,
-            )
-            .unwrap();
+        let (initiator, n) = start(&self.config, a, b, now, &mut self.init_buf);
+        let init = &self.init_buf[..n];
+        let (at_b, m) = respond(&mut self.responder, a, b, init, now, &mut self.accept_buf);
         let at_a = initiator
             .handle_accept(&a.local(), &b.cert(), &self.accept_buf[..m], now)
             .unwrap();
@@ -187,17 +157,7 @@ fn steps(c: &mut Criterion) {
     g.bench_function("initiator: start", |bench| {
         bench.iter(|| {
             let now = clock.tick();
-            black_box(
-                Initiator::start(
-                    &config,
-                    &a.local(),
-                    &b.cert(),
-                    StreamId::random(),
-                    now,
-                    &mut init_buf,
-                )
-                .unwrap(),
-            )
+            black_box(start(&config, &a, &b, now, &mut init_buf))
         })
     });
 
@@ -206,25 +166,11 @@ fn steps(c: &mut Criterion) {
             || {
                 let now = clock.tick();
                 let mut init = vec![0u8; INIT_MAX_LEN];
-                let (_, n) = Initiator::start(
-                    &config,
-                    &a.local(),
-                    &b.cert(),
-                    StreamId::random(),
-                    now,
-                    &mut init,
-                )
-                .unwrap();
+                let (_, n) = start(&config, &a, &b, now, &mut init);
                 init.truncate(n);
                 (init, now)
             },
-            |(init, now)| {
-                black_box(
-                    responder
-                        .handle_init(&b.local(), &a.cert(), &init, now, &mut accept_buf)
-                        .unwrap(),
-                )
-            },
+            |(init, now)| black_box(respond(&mut responder, &a, &b, &init, now, &mut accept_buf)),
             BatchSize::SmallInput,
         )
     });
@@ -233,19 +179,9 @@ fn steps(c: &mut Criterion) {
         bench.iter_batched(
             || {
                 let now = clock.tick();
-                let (initiator, n) = Initiator::start(
-                    &config,
-                    &a.local(),
-                    &b.cert(),
-                    StreamId::random(),
-                    now,
-                    &mut init_buf,
-                )
-                .unwrap();
+                let (initiator, n) = start(&config, &a, &b, now, &mut init_buf);
                 let mut accept = vec![0u8; ACCEPT_MAX_LEN];
-                let (_, m) = responder
-                    .handle_init(&b.local(), &a.cert(), &init_buf[..n], now, &mut accept)
-                    .unwrap();
+                let (_, m) = respond(&mut responder, &a, &b, &init_buf[..n], now, &mut accept);
                 accept.truncate(m);
                 (initiator, accept, now)
             },
@@ -261,15 +197,7 @@ fn steps(c: &mut Criterion) {
     });
 
     // Parsing alone: what a malformed or misaddressed init costs before any signature check.
-    let (_, n) = Initiator::start(
-        &config,
-        &a.local(),
-        &b.cert(),
-        StreamId::random(),
-        START,
-        &mut init_buf,
-    )
-    .unwrap();
+    let (_, n) = start(&config, &a, &b, START, &mut init_buf);
     let init = init_buf[..n].to_vec();
     g.bench_function("parse init", |bench| {
         bench.iter(|| black_box(HandshakeInit::parse(black_box(&init)).unwrap().expires()))

@@ -1,5 +1,57 @@
 //! Helpers shared by the criterion benchmarks in `benches/`.
 
+pub mod cpu_time {
+    //! A criterion measurement of the benchmark thread's own CPU time.
+    //!
+    //! The benchmark machine is shared with other jobs: CPU time
+    //! (`CLOCK_THREAD_CPUTIME_ID`) leaves out the slices in which the thread was not
+    //! running, so a figure reads as "per core, while running".
+
+    use std::time::Duration;
+
+    use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+    use rustix::time::{ClockId, clock_gettime};
+
+    /// CPU time consumed by the calling thread.
+    pub struct ThreadCpuTime;
+
+    fn now() -> Duration {
+        let t = clock_gettime(ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    impl Measurement for ThreadCpuTime {
+        type Intermediate = Duration;
+        type Value = Duration;
+
+        fn start(&self) -> Duration {
+            now()
+        }
+
+        fn end(&self, started: Duration) -> Duration {
+            now().saturating_sub(started)
+        }
+
+        fn add(&self, a: &Duration, b: &Duration) -> Duration {
+            *a + *b
+        }
+
+        fn zero(&self) -> Duration {
+            Duration::ZERO
+        }
+
+        fn to_f64(&self, value: &Duration) -> f64 {
+            value.as_nanos() as f64
+        }
+
+        fn formatter(&self) -> &dyn ValueFormatter {
+            // Values are nanoseconds, as for wall time, so its units and throughputs apply.
+            static WALL: WallTime = WallTime;
+            WALL.formatter()
+        }
+    }
+}
+
 pub mod ring {
     //! The two-process ring benchmark's record and its second process.
     //!
