@@ -5,27 +5,39 @@
 //! rings); `index & (capacity - 1)` is the position. A peer index is accepted only if
 //! `head - tail <= capacity` (and, for byte rings, it is frame-aligned); anything else
 //! poisons the endpoint.
+//!
+//! The two sides mirror each other: each owns one index (the producer the head, the
+//! consumer the tail), stores it for the peer, caches the peer's, sleeps on one doorbell
+//! and rings the other. [`Core`] does all of it once; its `PRODUCER` parameter says which
+//! index, flag and doorbell are its own.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::doorbell::{self, Doorbells, SPIN_BEFORE_SLEEP};
+use super::doorbell::{self, Doorbell, Doorbells, SPIN_BEFORE_SLEEP};
 use super::error::RingError;
 use super::layout::RingMap;
 
 /// Longest nap of an endpoint that has no doorbell to sleep on.
 const NAP_WITHOUT_DOORBELL: Duration = Duration::from_micros(50);
 
-/// Producer-side state.
+/// Producer-side state: owns the head, can use the free room.
+pub(crate) type ProducerCore = Core<true>;
+/// Consumer-side state: owns the tail, can use the ready data.
+pub(crate) type ConsumerCore = Core<false>;
+
+/// One side's state.
 #[derive(Debug)]
-pub(crate) struct ProducerCore {
+pub(crate) struct Core<const PRODUCER: bool> {
     pub(crate) map: RingMap,
     pub(crate) capacity: u64,
     align: u64,
-    /// Next index to write; may be ahead of what the consumer has been shown.
-    pub(crate) head: u64,
-    published: u64,
-    tail_cache: u64,
+    /// This side's next index (head or tail); may be ahead of what the peer has been shown.
+    pub(crate) index: u64,
+    /// `index` as last stored for the peer.
+    stored: u64,
+    /// The peer's index as last loaded and checked.
+    peer_cache: u64,
     poisoned: Option<RingError>,
     pub(crate) doorbells: Option<Doorbells>,
     pub(crate) batches: u64,
@@ -33,19 +45,20 @@ pub(crate) struct ProducerCore {
     pub(crate) corrupt: u64,
 }
 
-impl ProducerCore {
+impl<const PRODUCER: bool> Core<PRODUCER> {
     pub(crate) fn new(map: RingMap, align: u64) -> Self {
-        let head = map.head().load(Ordering::Acquire);
-        let tail = map.tail().load(Ordering::Acquire);
+        let (own, peer) = Self::indices(&map);
+        let (own, peer) = (own.load(Ordering::Acquire), peer.load(Ordering::Acquire));
+        let (head, tail) = Self::head_tail(own, peer);
         // Attach checked these, but the peer may have moved them since.
         let poisoned = indices_corrupt(head, tail, map.capacity, align);
         Self {
             capacity: map.capacity,
             map,
             align,
-            head,
-            published: head,
-            tail_cache: if poisoned.is_some() { head } else { tail },
+            index: own,
+            stored: own,
+            peer_cache: if poisoned.is_some() { own } else { peer },
             poisoned,
             doorbells: None,
             batches: 0,
@@ -54,168 +67,73 @@ impl ProducerCore {
         }
     }
 
+    /// (this side's index, the peer's) in the shared header.
+    fn indices(map: &RingMap) -> (&AtomicU64, &AtomicU64) {
+        if PRODUCER {
+            (map.head(), map.tail())
+        } else {
+            (map.tail(), map.head())
+        }
+    }
+
+    /// (this side's "sleeping" flag, the peer's).
+    fn sleeping(map: &RingMap) -> (&AtomicU32, &AtomicU32) {
+        if PRODUCER {
+            (map.producer_sleeping(), map.consumer_sleeping())
+        } else {
+            (map.consumer_sleeping(), map.producer_sleeping())
+        }
+    }
+
+    /// (the doorbell this side sleeps on, the one it rings).
+    fn bells(bells: &Doorbells) -> (&Doorbell, &Doorbell) {
+        if PRODUCER {
+            (&bells.space, &bells.data)
+        } else {
+            (&bells.data, &bells.space)
+        }
+    }
+
+    fn head_tail(own: u64, peer: u64) -> (u64, u64) {
+        if PRODUCER { (own, peer) } else { (peer, own) }
+    }
+
+    /// What this side can use of a ring holding `used` units: the free room or the data.
+    fn usable_of(&self, used: u64) -> u64 {
+        if PRODUCER { self.capacity - used } else { used }
+    }
+
     pub(crate) fn check(&self) -> Result<(), RingError> {
         self.poisoned.map_or(Ok(()), Err)
     }
 
-    /// Room for at least `want` units if there is; re-reads the tail only when the
+    /// Where `index` lies in the ring.
+    pub(crate) fn offset(&self) -> usize {
+        (self.index & (self.capacity - 1)) as usize
+    }
+
+    /// Units this side can use now (free room for the producer, ready data for the
+    /// consumer), at least `want` if there are; re-reads the peer's index only when the
     /// cached one does not show enough.
-    pub(crate) fn free(&mut self, want: u64) -> Result<u64, RingError> {
+    pub(crate) fn usable(&mut self, want: u64) -> Result<u64, RingError> {
         self.check()?;
-        let free = self.capacity - (self.head - self.tail_cache);
-        if free >= want {
-            return Ok(free);
+        let (head, tail) = Self::head_tail(self.index, self.peer_cache);
+        let usable = self.usable_of(head - tail);
+        if usable >= want {
+            return Ok(usable);
         }
-        let tail = self.map.tail().load(Ordering::Acquire);
-        let used = self.head.wrapping_sub(tail);
-        if used > self.capacity || !tail.is_multiple_of(self.align) {
-            return Err(self.poison(tail));
-        }
-        self.tail_cache = tail;
-        Ok(self.capacity - used)
-    }
-
-    fn poison(&mut self, tail: u64) -> RingError {
-        let err = RingError::Corrupt {
-            head: self.head,
-            tail,
-            capacity: self.capacity,
-        };
-        self.poisoned = Some(err);
-        self.corrupt += 1;
-        err
-    }
-
-    /// Makes everything written so far visible to the consumer; returns how many units
-    /// that was.
-    pub(crate) fn publish(&mut self) -> u64 {
-        let n = self.head - self.published;
-        if n == 0 {
-            return 0;
-        }
-        self.map.head().store(self.head, Ordering::Release);
-        self.published = self.head;
-        self.batches += 1;
-        if let Some(bells) = &self.doorbells
-            && doorbell::wake_peer(self.map.consumer_sleeping(), &bells.data)
-        {
-            self.wakeups += 1;
-        }
-        n
-    }
-
-    /// Units published and not yet released by the consumer.
-    pub(crate) fn pending(&mut self) -> Result<u64, RingError> {
-        let free = self.free(self.capacity)?;
-        Ok(self.capacity - free)
-    }
-
-    /// Announces that the producer will sleep on the `space` doorbell until `want`
-    /// units are free; `false` if they already are (do not sleep).
-    pub(crate) fn prepare_sleep(&mut self, want: u64) -> Result<bool, RingError> {
-        doorbell::announce_sleep(self.map.producer_sleeping());
-        match self.free(want) {
-            Ok(free) if free < want => Ok(true),
-            other => {
-                doorbell::cancel_sleep(self.map.producer_sleeping());
-                other.map(|_| false)
-            }
-        }
-    }
-
-    /// Ends a sleep begun with [`Self::prepare_sleep`].
-    pub(crate) fn finish_sleep(&mut self) {
-        doorbell::cancel_sleep(self.map.producer_sleeping());
-        if let Some(bells) = &self.doorbells {
-            let _ = bells.space.drain();
-        }
-    }
-
-    /// Spins, then sleeps until `want` units are free or `timeout` passes.
-    pub(crate) fn wait_for_space(
-        &mut self,
-        want: u64,
-        timeout: Duration,
-    ) -> Result<bool, RingError> {
-        let want = want.min(self.capacity);
-        for _ in 0..SPIN_BEFORE_SLEEP {
-            if self.free(want)? >= want {
-                return Ok(true);
-            }
-            std::hint::spin_loop();
-        }
-        if self.doorbells.is_none() {
-            nap(timeout);
-        } else if self.prepare_sleep(want)? {
-            if let Some(bells) = &self.doorbells {
-                bells.space.wait(timeout).map_err(RingError::Doorbell)?;
-            }
-            self.finish_sleep();
-        }
-        Ok(self.free(want)? >= want)
-    }
-}
-
-/// Consumer-side state.
-#[derive(Debug)]
-pub(crate) struct ConsumerCore {
-    pub(crate) map: RingMap,
-    pub(crate) capacity: u64,
-    align: u64,
-    /// Next index to read; may be ahead of what the producer has been told.
-    pub(crate) tail: u64,
-    released: u64,
-    head_cache: u64,
-    poisoned: Option<RingError>,
-    pub(crate) doorbells: Option<Doorbells>,
-    pub(crate) batches: u64,
-    pub(crate) wakeups: u64,
-    pub(crate) corrupt: u64,
-}
-
-impl ConsumerCore {
-    pub(crate) fn new(map: RingMap, align: u64) -> Self {
-        let head = map.head().load(Ordering::Acquire);
-        let tail = map.tail().load(Ordering::Acquire);
-        let poisoned = indices_corrupt(head, tail, map.capacity, align);
-        Self {
-            capacity: map.capacity,
-            map,
-            align,
-            tail,
-            released: tail,
-            head_cache: if poisoned.is_some() { tail } else { head },
-            poisoned,
-            doorbells: None,
-            batches: 0,
-            wakeups: 0,
-            corrupt: 0,
-        }
-    }
-
-    pub(crate) fn check(&self) -> Result<(), RingError> {
-        self.poisoned.map_or(Ok(()), Err)
-    }
-
-    /// Units ready to read, at least `want` if there are; re-reads the head only when
-    /// the cached one does not show enough.
-    pub(crate) fn available(&mut self, want: u64) -> Result<u64, RingError> {
-        self.check()?;
-        let ready = self.head_cache - self.tail;
-        if ready >= want {
-            return Ok(ready);
-        }
-        let head = self.map.head().load(Ordering::Acquire);
-        let ready = head.wrapping_sub(self.tail);
-        if ready > self.capacity || !head.is_multiple_of(self.align) {
+        let peer = Self::indices(&self.map).1.load(Ordering::Acquire);
+        let (head, tail) = Self::head_tail(self.index, peer);
+        let used = head.wrapping_sub(tail);
+        if used > self.capacity || !peer.is_multiple_of(self.align) {
             return Err(self.poison(RingError::Corrupt {
                 head,
-                tail: self.tail,
+                tail,
                 capacity: self.capacity,
             }));
         }
-        self.head_cache = head;
-        Ok(ready)
+        self.peer_cache = peer;
+        Ok(self.usable_of(used))
     }
 
     /// Marks the endpoint unusable; every later call returns `err`.
@@ -225,29 +143,35 @@ impl ConsumerCore {
         err
     }
 
-    /// Hands everything read so far back to the producer.
-    pub(crate) fn release(&mut self) {
-        if self.tail == self.released {
-            return;
+    /// Stores this side's index for the peer with one `Release` store (the producer
+    /// publishes records, the consumer hands their room back) and wakes the peer if it
+    /// sleeps; returns how many units that was.
+    pub(crate) fn publish(&mut self) -> u64 {
+        let n = self.index - self.stored;
+        if n == 0 {
+            return 0;
         }
-        self.map.tail().store(self.tail, Ordering::Release);
-        self.released = self.tail;
+        Self::indices(&self.map)
+            .0
+            .store(self.index, Ordering::Release);
+        self.stored = self.index;
         self.batches += 1;
         if let Some(bells) = &self.doorbells
-            && doorbell::wake_peer(self.map.producer_sleeping(), &bells.space)
+            && doorbell::wake_peer(Self::sleeping(&self.map).1, Self::bells(bells).1)
         {
             self.wakeups += 1;
         }
+        n
     }
 
-    /// Announces that the consumer will sleep on the `data` doorbell; `false` if data
-    /// is already there (do not sleep).
-    pub(crate) fn prepare_sleep(&mut self) -> Result<bool, RingError> {
-        doorbell::announce_sleep(self.map.consumer_sleeping());
-        match self.available(1) {
-            Ok(0) => Ok(true),
+    /// Announces that this side will sleep on its doorbell until `want` units are usable;
+    /// `false` if they already are (do not sleep).
+    pub(crate) fn prepare_sleep(&mut self, want: u64) -> Result<bool, RingError> {
+        doorbell::announce_sleep(Self::sleeping(&self.map).0);
+        match self.usable(want) {
+            Ok(usable) if usable < want => Ok(true),
             other => {
-                doorbell::cancel_sleep(self.map.consumer_sleeping());
+                doorbell::cancel_sleep(Self::sleeping(&self.map).0);
                 other.map(|_| false)
             }
         }
@@ -255,29 +179,41 @@ impl ConsumerCore {
 
     /// Ends a sleep begun with [`Self::prepare_sleep`].
     pub(crate) fn finish_sleep(&mut self) {
-        doorbell::cancel_sleep(self.map.consumer_sleeping());
+        doorbell::cancel_sleep(Self::sleeping(&self.map).0);
         if let Some(bells) = &self.doorbells {
-            let _ = bells.data.drain();
+            let _ = Self::bells(bells).0.drain();
         }
     }
 
-    /// Spins, then sleeps until data is ready or `timeout` passes.
-    pub(crate) fn wait_for_data(&mut self, timeout: Duration) -> Result<bool, RingError> {
+    /// Spins, then sleeps until `want` units are usable or `timeout` passes.
+    pub(crate) fn wait(&mut self, want: u64, timeout: Duration) -> Result<bool, RingError> {
+        let want = want.min(self.capacity);
         for _ in 0..SPIN_BEFORE_SLEEP {
-            if self.available(1)? > 0 {
+            if self.usable(want)? >= want {
                 return Ok(true);
             }
             std::hint::spin_loop();
         }
         if self.doorbells.is_none() {
             nap(timeout);
-        } else if self.prepare_sleep()? {
+        } else if self.prepare_sleep(want)? {
             if let Some(bells) = &self.doorbells {
-                bells.data.wait(timeout).map_err(RingError::Doorbell)?;
+                Self::bells(bells)
+                    .0
+                    .wait(timeout)
+                    .map_err(RingError::Doorbell)?;
             }
             self.finish_sleep();
         }
-        Ok(self.available(1)? > 0)
+        Ok(self.usable(want)? >= want)
+    }
+}
+
+impl ProducerCore {
+    /// Units published and not yet released by the consumer.
+    pub(crate) fn pending(&mut self) -> Result<u64, RingError> {
+        let free = self.usable(self.capacity)?;
+        Ok(self.capacity - free)
     }
 }
 

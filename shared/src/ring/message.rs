@@ -294,7 +294,7 @@ impl MessageProducer {
     /// Bytes of ring a message of `len` bytes needs now, padding to the end included.
     fn room_needed(&self, len: usize) -> (u64, u64) {
         let frame = frame_len(len) as u64;
-        let to_end = self.core.capacity - (self.core.head & (self.core.capacity - 1));
+        let to_end = self.core.capacity - self.core.offset() as u64;
         let need = if frame <= to_end {
             frame
         } else {
@@ -318,13 +318,13 @@ impl MessageProducer {
         }
         let frame = frame_len(payload.len()) as u64;
         let (need, to_end) = self.room_needed(payload.len());
-        if self.core.free(need)? < need {
+        if self.core.usable(need)? < need {
             self.full += 1;
             return Ok(false);
         }
         if frame > to_end {
             self.write_header(to_end as usize - FRAME_HEADER_LEN, PADDING_KIND);
-            self.core.head += to_end;
+            self.core.index += to_end;
         }
         let off = self.write_header(payload.len(), kind);
         // SAFETY: the frame fits before the end of the ring at `off` (padding above
@@ -336,14 +336,14 @@ impl MessageProducer {
                 payload.len(),
             );
         }
-        self.core.head += frame;
+        self.core.index += frame;
         self.staged += 1;
         Ok(true)
     }
 
     /// Writes a header at the head; returns its offset.
     fn write_header(&mut self, len: usize, kind: u16) -> usize {
-        let off = (self.core.head & (self.core.capacity - 1)) as usize;
+        let off = self.core.offset();
         let header = FrameHeader {
             len: (len as u32).into(),
             kind: kind.into(),
@@ -410,7 +410,7 @@ impl MessageProducer {
     /// Spins, then sleeps until a message of `len` bytes fits or `timeout` passes.
     pub fn wait_for_space(&mut self, len: usize, timeout: Duration) -> Result<bool, RingError> {
         let (need, _) = self.room_needed(len.min(self.max));
-        self.core.wait_for_space(need, timeout)
+        self.core.wait(need, timeout)
     }
 
     /// Counters.
@@ -447,11 +447,11 @@ impl MessageConsumer {
     /// length, frame length). Poisons the ring on a bad frame.
     fn next_frame(&mut self) -> Result<Option<(u16, usize, usize, u64)>, RingError> {
         loop {
-            let ready = self.core.available(FRAME_HEADER_LEN as u64)?;
+            let ready = self.core.usable(FRAME_HEADER_LEN as u64)?;
             if ready == 0 {
                 return Ok(None);
             }
-            let off = (self.core.tail & (self.core.capacity - 1)) as usize;
+            let off = self.core.offset();
             let to_end = self.core.capacity as usize - off;
             let contiguous = to_end.min(ready as usize);
             if contiguous < FRAME_HEADER_LEN {
@@ -468,7 +468,7 @@ impl MessageConsumer {
             };
             match check_header(header, contiguous, self.max) {
                 Ok((PADDING_KIND, _, total)) if total == to_end => {
-                    self.core.tail += total as u64;
+                    self.core.index += total as u64;
                 }
                 Ok((PADDING_KIND, ..)) => {
                     return Err(self.core.poison(FrameError::PaddingNotAtEnd.into()));
@@ -487,11 +487,11 @@ impl MessageConsumer {
     /// [`MessageConsumer::max_message`] bytes always suffices).
     pub fn try_recv(&mut self, out: &mut [u8]) -> Result<Option<Received>, RingError> {
         let Some((kind, off, len, total)) = self.next_frame()? else {
-            self.core.release();
+            self.core.publish();
             return Ok(None);
         };
         if out.len() < len {
-            self.core.release();
+            self.core.publish();
             return Err(RingError::BufferTooSmall {
                 need: len,
                 have: out.len(),
@@ -501,8 +501,8 @@ impl MessageConsumer {
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.add(off), out.as_mut_ptr(), len);
         }
-        self.core.tail += total;
-        self.core.release();
+        self.core.index += total;
+        self.core.publish();
         self.messages += 1;
         Ok(Some(Received { kind, len }))
     }
@@ -525,7 +525,7 @@ impl MessageConsumer {
     /// For an external poller: announces a sleep on the `data` doorbell; `false` if
     /// data is already there. Then call [`MessageConsumer::finish_sleep`].
     pub fn prepare_sleep(&mut self) -> Result<bool, RingError> {
-        self.core.prepare_sleep()
+        self.core.prepare_sleep(1)
     }
 
     /// Ends a sleep announced with [`MessageConsumer::prepare_sleep`].
@@ -535,7 +535,7 @@ impl MessageConsumer {
 
     /// Spins, then sleeps until data is ready or `timeout` passes.
     pub fn wait_for_messages(&mut self, timeout: Duration) -> Result<bool, RingError> {
-        self.core.wait_for_data(timeout)
+        self.core.wait(1, timeout)
     }
 
     /// Counters.

@@ -158,13 +158,13 @@ impl<T: Record> Producer<T> {
         if records.is_empty() {
             return Ok(0);
         }
-        let free = self.core.free(records.len() as u64)?;
+        let free = self.core.usable(records.len() as u64)?;
         let n = records.len().min(free as usize);
         if n < records.len() {
             self.full += 1;
         }
         let cap = self.core.capacity as usize;
-        let start = (self.core.head as usize) & (cap - 1);
+        let start = self.core.offset();
         let first = n.min(cap - start);
         // SAFETY: slots [head, head + n) are free (checked against the tail above), and
         // positions are masked into the mapping; the consumer does not read free slots.
@@ -172,7 +172,7 @@ impl<T: Record> Producer<T> {
             std::ptr::copy_nonoverlapping(records.as_ptr(), self.slots.add(start), first);
             std::ptr::copy_nonoverlapping(records.as_ptr().add(first), self.slots, n - first);
         }
-        self.core.head += n as u64;
+        self.core.index += n as u64;
         self.publish();
         Ok(n)
     }
@@ -186,9 +186,9 @@ impl<T: Record> Producer<T> {
     /// published with [`Reservation::commit`]. Fewer (possibly none) are lent when the
     /// ring is nearly full or the run reaches the end of the ring.
     pub fn reserve(&mut self, n: usize) -> Result<Reservation<'_, T>, RingError> {
-        let free = self.core.free(n as u64)? as usize;
+        let free = self.core.usable(n as u64)? as usize;
         let cap = self.core.capacity as usize;
-        let start = (self.core.head as usize) & (cap - 1);
+        let start = self.core.offset();
         let len = n.min(free).min(cap - start);
         if len < n {
             self.full += 1;
@@ -238,7 +238,7 @@ impl<T: Record> Producer<T> {
     /// Spins briefly, then sleeps (on the doorbell if there is one, else in short naps)
     /// until `want` slots are free or `timeout` passes; returns whether they are.
     pub fn wait_for_space(&mut self, want: usize, timeout: Duration) -> Result<bool, RingError> {
-        self.core.wait_for_space(want as u64, timeout)
+        self.core.wait(want as u64, timeout)
     }
 
     /// Counters.
@@ -289,7 +289,7 @@ impl<T: Record> Reservation<'_, T> {
             "committing {n} slots of a {}-slot reservation",
             self.len
         );
-        self.producer.core.head += n as u64;
+        self.producer.core.index += n as u64;
         self.producer.publish();
     }
 }
@@ -358,20 +358,20 @@ impl<T: Record> Consumer<T> {
         if out.is_empty() {
             return Ok(0);
         }
-        let ready = self.core.available(out.len() as u64)?;
+        let ready = self.core.usable(out.len() as u64)?;
         let n = out.len().min(ready as usize);
         let mut valid = 0;
         for i in 0..n {
             // SAFETY: `tail + i < tail + ready <= head`.
-            out[valid] = unsafe { self.take(self.core.tail + i as u64) };
+            out[valid] = unsafe { self.take(self.core.index + i as u64) };
             if out[valid].validate().is_ok() {
                 valid += 1;
             } else {
                 self.malformed += 1;
             }
         }
-        self.core.tail += n as u64;
-        self.core.release();
+        self.core.index += n as u64;
+        self.core.publish();
         self.records += valid as u64;
         Ok(valid)
     }
@@ -379,7 +379,7 @@ impl<T: Record> Consumer<T> {
     /// Reads the next valid record, skipping malformed ones; `None` when empty.
     pub fn pop(&mut self) -> Result<Option<T>, RingError> {
         let mut out = [T::new_zeroed()];
-        while self.core.available(1)? > 0 {
+        while self.core.usable(1)? > 0 {
             if self.pop_batch(&mut out)? == 1 {
                 let [record] = out;
                 return Ok(Some(record));
@@ -392,11 +392,11 @@ impl<T: Record> Consumer<T> {
     /// (malformed ones are skipped and counted), then releases their slots with one
     /// store. Returns the number of records read, valid or not.
     pub fn consume(&mut self, max: usize, mut f: impl FnMut(&T)) -> Result<usize, RingError> {
-        let ready = self.core.available(max as u64)?;
+        let ready = self.core.usable(max as u64)?;
         let n = max.min(ready as usize);
         for i in 0..n {
             // SAFETY: `tail + i < head`.
-            let mut record = unsafe { self.take(self.core.tail + i as u64) };
+            let mut record = unsafe { self.take(self.core.index + i as u64) };
             if record.validate().is_ok() {
                 f(&record);
                 self.records += 1;
@@ -407,14 +407,14 @@ impl<T: Record> Consumer<T> {
                 record.as_mut_bytes().zeroize();
             }
         }
-        self.core.tail += n as u64;
-        self.core.release();
+        self.core.index += n as u64;
+        self.core.publish();
         Ok(n)
     }
 
     /// Records ready to read, re-reading the producer's head.
     pub fn ready(&mut self) -> Result<usize, RingError> {
-        Ok(self.core.available(self.core.capacity)? as usize)
+        Ok(self.core.usable(self.core.capacity)? as usize)
     }
 
     /// Gives this end the ring's doorbells: it then wakes a producer sleeping on a full
@@ -432,7 +432,7 @@ impl<T: Record> Consumer<T> {
     /// doorbell. `false` means records are already there: do not sleep. After waking
     /// (or deciding not to), call [`Consumer::finish_sleep`].
     pub fn prepare_sleep(&mut self) -> Result<bool, RingError> {
-        self.core.prepare_sleep()
+        self.core.prepare_sleep(1)
     }
 
     /// Ends a sleep announced with [`Consumer::prepare_sleep`] and resets the doorbell.
@@ -443,7 +443,7 @@ impl<T: Record> Consumer<T> {
     /// Spins briefly, then sleeps (on the doorbell if there is one, else in short naps)
     /// until records are ready or `timeout` passes; returns whether they are.
     pub fn wait_for_records(&mut self, timeout: Duration) -> Result<bool, RingError> {
-        self.core.wait_for_data(timeout)
+        self.core.wait(1, timeout)
     }
 
     /// Counters.
