@@ -74,10 +74,10 @@ impl MessageKind {
     }
 }
 
-/// The fixed part of an init.
+/// The fields both messages start with.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
-struct InitHeader {
+struct Prefix {
     version: u8,
     kind: u8,
     reserved: [u8; 2],
@@ -85,6 +85,33 @@ struct InitHeader {
     initiator: NodeId,
     responder: NodeId,
     nonce: [u8; HANDSHAKE_NONCE_LEN],
+}
+
+impl Prefix {
+    fn new(
+        kind: MessageKind,
+        stream_id: StreamId,
+        initiator: NodeId,
+        responder: NodeId,
+        nonce: [u8; HANDSHAKE_NONCE_LEN],
+    ) -> Self {
+        Self {
+            version: VERSION,
+            kind: kind as u8,
+            reserved: [0; 2],
+            stream_id,
+            initiator,
+            responder,
+            nonce,
+        }
+    }
+}
+
+/// The fixed part of an init.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct InitHeader {
+    prefix: Prefix,
     expires: U64,
     fingerprint: [u8; FINGERPRINT_LEN],
     ciphertext: [u8; KEM_CIPHERTEXT_LEN],
@@ -94,36 +121,66 @@ struct InitHeader {
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 struct AcceptHeader {
-    version: u8,
-    kind: u8,
-    reserved: [u8; 2],
-    stream_id: StreamId,
-    initiator: NodeId,
-    responder: NodeId,
-    nonce: [u8; HANDSHAKE_NONCE_LEN],
+    prefix: Prefix,
     init_hash: [u8; TRANSCRIPT_HASH_LEN],
     expires: U64,
     fingerprint: [u8; FINGERPRINT_LEN],
 }
 
-/// Checks version, type and length of the fixed header, and splits it off.
-fn split_header<H>(bytes: &[u8], kind: MessageKind) -> Result<(&H, &[u8]), WireError>
-where
-    H: FromBytes + KnownLayout + Immutable,
-{
-    let got = MessageKind::peek(bytes)?;
-    if got != kind {
-        return Err(WireError::UnknownType(got as u16));
-    }
-    H::ref_from_prefix(bytes).map_err(|_| WireError::Truncated {
-        need: size_of::<H>(),
-        have: bytes.len(),
-    })
+/// The fixed part of one kind of message; both are parsed and emitted by the same code.
+trait Header: FromBytes + IntoBytes + KnownLayout + Immutable {
+    const KIND: MessageKind;
+
+    fn prefix(&self) -> &Prefix;
 }
 
-/// Parses the names section at the start of `rest`; returns the membership and the bytes after.
-fn parse_names(rest: &[u8]) -> Result<(Membership, &[u8]), WireError> {
-    let mut cur = Cursor { rest, used: 0 };
+impl Header for InitHeader {
+    const KIND: MessageKind = MessageKind::Init;
+
+    fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+}
+
+impl Header for AcceptHeader {
+    const KIND: MessageKind = MessageKind::Accept;
+
+    fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+}
+
+/// The checked parts of a message: fixed header, names, signature.
+type Parts<'a, H> = (&'a H, Membership, &'a [u8; SIGNATURE_LEN]);
+
+/// Checks untrusted bytes that must be exactly one message of `H`'s kind.
+fn parse_message<H: Header>(bytes: &[u8]) -> Result<Parts<'_, H>, WireError> {
+    let got = MessageKind::peek(bytes)?;
+    if got != H::KIND {
+        return Err(WireError::UnknownType(got as u16));
+    }
+    let (header, rest) = H::ref_from_prefix(bytes).map_err(|_| WireError::Truncated {
+        need: size_of::<H>(),
+        have: bytes.len(),
+    })?;
+    let prefix = header.prefix();
+    if prefix.reserved != [0; 2] {
+        return Err(WireError::Reserved);
+    }
+    if prefix.initiator == prefix.responder {
+        return Err(WireError::Field(
+            "initiator and responder are the same node",
+        ));
+    }
+    let (membership, rest) = parse_names(rest, size_of::<H>())?;
+    let signature = split_signature(rest, bytes.len() - rest.len())?;
+    Ok((header, membership, signature))
+}
+
+/// Parses the names section at the start of `rest`, which starts `offset` bytes into the
+/// message; returns the membership and the bytes after.
+fn parse_names(rest: &[u8], offset: usize) -> Result<(Membership, &[u8]), WireError> {
+    let mut cur = Cursor { rest, used: offset };
     let realm = cur.name()?;
     let realm = Realm::new(realm).map_err(|_| WireError::Field("realm name"))?;
     let count = usize::from(cur.byte()?);
@@ -144,7 +201,8 @@ fn parse_names(rest: &[u8]) -> Result<(Membership, &[u8]), WireError> {
     Ok((Membership { realm, taints }, cur.rest))
 }
 
-/// Reads length-prefixed names; `used` counts bytes consumed, for truncation reports.
+/// Reads length-prefixed names; `used` counts the message's bytes before `rest`, for
+/// truncation reports.
 struct Cursor<'a> {
     rest: &'a [u8],
     used: usize,
@@ -235,15 +293,20 @@ impl Unsigned<'_> {
     }
 }
 
+/// Length of a whole message with header `H`, signature included.
+fn message_len<H: Header>(membership: &Membership) -> usize {
+    size_of::<H>() + names_len(membership) + SIGNATURE_LEN
+}
+
 /// Checks the buffer, writes the header and names; shared by both messages.
-fn emit_with<'b, H: IntoBytes + Immutable>(
+fn emit_message<'b, H: Header>(
     header: &H,
     membership: &Membership,
     buf: &'b mut [u8],
 ) -> Result<Unsigned<'b>, WireError> {
     let head = size_of::<H>();
-    let signed_len = head + names_len(membership);
-    let need = signed_len + SIGNATURE_LEN;
+    let need = message_len::<H>(membership);
+    let signed_len = need - SIGNATURE_LEN;
     if buf.len() < need {
         return Err(WireError::Truncated {
             need,
@@ -266,17 +329,7 @@ pub struct HandshakeInit<'a> {
 impl<'a> HandshakeInit<'a> {
     /// Checks untrusted bytes; the whole slice must be exactly one init.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let (header, rest) = split_header::<InitHeader>(bytes, MessageKind::Init)?;
-        if header.reserved != [0; 2] {
-            return Err(WireError::Reserved);
-        }
-        if header.initiator == header.responder {
-            return Err(WireError::Field(
-                "initiator and responder are the same node",
-            ));
-        }
-        let (membership, rest) = parse_names(rest).map_err(|e| shift(e, INIT_HEADER_LEN))?;
-        let signature = split_signature(rest, bytes.len() - rest.len())?;
+        let (header, membership, signature) = parse_message(bytes)?;
         Ok(Self {
             bytes,
             header,
@@ -287,22 +340,22 @@ impl<'a> HandshakeInit<'a> {
 
     /// The stream this handshake sets up.
     pub fn stream_id(&self) -> StreamId {
-        self.header.stream_id
+        self.header.prefix.stream_id
     }
 
     /// The stream's source, which sent this init.
     pub fn initiator(&self) -> NodeId {
-        self.header.initiator
+        self.header.prefix.initiator
     }
 
     /// The stream's destination.
     pub fn responder(&self) -> NodeId {
-        self.header.responder
+        self.header.prefix.responder
     }
 
     /// The initiator's random nonce.
     pub fn nonce(&self) -> &'a [u8; HANDSHAKE_NONCE_LEN] {
-        &self.header.nonce
+        &self.header.prefix.nonce
     }
 
     /// When the message stops being valid, in unix seconds.
@@ -367,17 +420,6 @@ impl fmt::Debug for HandshakeInit<'_> {
     }
 }
 
-/// Offsets a truncation report from the names section to the whole message.
-fn shift(e: WireError, by: usize) -> WireError {
-    match e {
-        WireError::Truncated { need, have } => WireError::Truncated {
-            need: need + by,
-            have: have + by,
-        },
-        e => e,
-    }
-}
-
 /// The fields of an init, to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InitRepr<'a> {
@@ -402,24 +444,24 @@ pub struct InitRepr<'a> {
 impl InitRepr<'_> {
     /// Length of the whole message, signature included.
     pub fn buffer_len(&self) -> usize {
-        INIT_HEADER_LEN + names_len(self.membership) + SIGNATURE_LEN
+        message_len::<InitHeader>(self.membership)
     }
 
     /// Writes the message up to its signature into the start of `buf`.
     pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Unsigned<'b>, WireError> {
         let header = InitHeader {
-            version: VERSION,
-            kind: MessageKind::Init as u8,
-            reserved: [0; 2],
-            stream_id: self.stream_id,
-            initiator: self.initiator,
-            responder: self.responder,
-            nonce: self.nonce,
+            prefix: Prefix::new(
+                MessageKind::Init,
+                self.stream_id,
+                self.initiator,
+                self.responder,
+                self.nonce,
+            ),
             expires: U64::new(self.expires),
             fingerprint: self.fingerprint,
             ciphertext: *self.ciphertext,
         };
-        emit_with(&header, self.membership, buf)
+        emit_message(&header, self.membership, buf)
     }
 }
 
@@ -434,17 +476,7 @@ pub struct HandshakeAccept<'a> {
 impl<'a> HandshakeAccept<'a> {
     /// Checks untrusted bytes; the whole slice must be exactly one accept.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let (header, rest) = split_header::<AcceptHeader>(bytes, MessageKind::Accept)?;
-        if header.reserved != [0; 2] {
-            return Err(WireError::Reserved);
-        }
-        if header.initiator == header.responder {
-            return Err(WireError::Field(
-                "initiator and responder are the same node",
-            ));
-        }
-        let (membership, rest) = parse_names(rest).map_err(|e| shift(e, ACCEPT_HEADER_LEN))?;
-        let signature = split_signature(rest, bytes.len() - rest.len())?;
+        let (header, membership, signature) = parse_message(bytes)?;
         Ok(Self {
             bytes,
             header,
@@ -455,22 +487,22 @@ impl<'a> HandshakeAccept<'a> {
 
     /// The stream this handshake sets up.
     pub fn stream_id(&self) -> StreamId {
-        self.header.stream_id
+        self.header.prefix.stream_id
     }
 
     /// The stream's source.
     pub fn initiator(&self) -> NodeId {
-        self.header.initiator
+        self.header.prefix.initiator
     }
 
     /// The stream's destination, which sent this accept.
     pub fn responder(&self) -> NodeId {
-        self.header.responder
+        self.header.prefix.responder
     }
 
     /// The responder's random nonce.
     pub fn nonce(&self) -> &'a [u8; HANDSHAKE_NONCE_LEN] {
-        &self.header.nonce
+        &self.header.prefix.nonce
     }
 
     /// SHA-256 of the whole init this accept answers.
@@ -559,24 +591,24 @@ pub struct AcceptRepr<'a> {
 impl AcceptRepr<'_> {
     /// Length of the whole message, signature included.
     pub fn buffer_len(&self) -> usize {
-        ACCEPT_HEADER_LEN + names_len(self.membership) + SIGNATURE_LEN
+        message_len::<AcceptHeader>(self.membership)
     }
 
     /// Writes the message up to its signature into the start of `buf`.
     pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Unsigned<'b>, WireError> {
         let header = AcceptHeader {
-            version: VERSION,
-            kind: MessageKind::Accept as u8,
-            reserved: [0; 2],
-            stream_id: self.stream_id,
-            initiator: self.initiator,
-            responder: self.responder,
-            nonce: self.nonce,
+            prefix: Prefix::new(
+                MessageKind::Accept,
+                self.stream_id,
+                self.initiator,
+                self.responder,
+                self.nonce,
+            ),
             init_hash: self.init_hash,
             expires: U64::new(self.expires),
             fingerprint: self.fingerprint,
         };
-        emit_with(&header, self.membership, buf)
+        emit_message(&header, self.membership, buf)
     }
 }
 
