@@ -87,26 +87,6 @@ struct Prefix {
     nonce: [u8; HANDSHAKE_NONCE_LEN],
 }
 
-impl Prefix {
-    fn new(
-        kind: MessageKind,
-        stream_id: StreamId,
-        initiator: NodeId,
-        responder: NodeId,
-        nonce: [u8; HANDSHAKE_NONCE_LEN],
-    ) -> Self {
-        Self {
-            version: VERSION,
-            kind: kind as u8,
-            reserved: [0; 2],
-            stream_id,
-            initiator,
-            responder,
-            nonce,
-        }
-    }
-}
-
 /// The fixed part of an init.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -450,13 +430,15 @@ impl InitRepr<'_> {
     /// Writes the message up to its signature into the start of `buf`.
     pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Unsigned<'b>, WireError> {
         let header = InitHeader {
-            prefix: Prefix::new(
-                MessageKind::Init,
-                self.stream_id,
-                self.initiator,
-                self.responder,
-                self.nonce,
-            ),
+            prefix: Prefix {
+                version: VERSION,
+                kind: MessageKind::Init as u8,
+                reserved: [0; 2],
+                stream_id: self.stream_id,
+                initiator: self.initiator,
+                responder: self.responder,
+                nonce: self.nonce,
+            },
             expires: U64::new(self.expires),
             fingerprint: self.fingerprint,
             ciphertext: *self.ciphertext,
@@ -597,13 +579,15 @@ impl AcceptRepr<'_> {
     /// Writes the message up to its signature into the start of `buf`.
     pub fn emit<'b>(&self, buf: &'b mut [u8]) -> Result<Unsigned<'b>, WireError> {
         let header = AcceptHeader {
-            prefix: Prefix::new(
-                MessageKind::Accept,
-                self.stream_id,
-                self.initiator,
-                self.responder,
-                self.nonce,
-            ),
+            prefix: Prefix {
+                version: VERSION,
+                kind: MessageKind::Accept as u8,
+                reserved: [0; 2],
+                stream_id: self.stream_id,
+                initiator: self.initiator,
+                responder: self.responder,
+                nonce: self.nonce,
+            },
             init_hash: self.init_hash,
             expires: U64::new(self.expires),
             fingerprint: self.fingerprint,
