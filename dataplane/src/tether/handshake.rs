@@ -78,9 +78,7 @@ impl Dtls {
         let hs = ConfigBuilder::default()
             .with_crypto_provider(provider)
             .with_certificates(vec![cfg.certificate.cert.clone()])
-            .with_cipher_suites(vec![
-                CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256,
-            ])
+            .with_cipher_suites(vec![CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256])
             .with_client_auth(ClientAuthType::RequireAnyClientCert)
             .with_insecure_skip_verify(true)
             .with_verify_peer_certificate(Some(verifier(
@@ -176,6 +174,14 @@ impl Dtls {
     pub(crate) fn is_complete(&self) -> bool {
         self.complete
     }
+
+    /// Has the library seal `data` as application data; returns the record.
+    #[cfg(test)]
+    pub(crate) fn write_app_data(&mut self, now: Instant, data: &[u8]) -> Vec<u8> {
+        self.endpoint.write(now, LIB_PEER, data).unwrap();
+        let m = self.endpoint.poll_transmit().unwrap();
+        m.message.to_vec()
+    }
 }
 
 /// The library's SCTP association while it runs the four-way handshake; its packets are
@@ -248,10 +254,8 @@ impl SctpSetup {
         let data = Bytes::copy_from_slice(packet);
         if let Some((h, ev)) = self.endpoint.handle(now, LIB_PEER, None, data) {
             match ev {
-                DatagramEvent::NewAssociation(a) => {
-                    if self.assoc.is_none() {
-                        self.assoc = Some((h, a));
-                    }
+                DatagramEvent::NewAssociation(a) if self.assoc.is_none() => {
+                    self.assoc = Some((h, a));
                 }
                 DatagramEvent::AssociationEvent(ev) => {
                     if let Some((_, a)) = self.assoc.as_mut() {

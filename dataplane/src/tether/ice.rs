@@ -50,8 +50,7 @@ pub(crate) struct Ice {
 
 impl Ice {
     pub(crate) fn new(now: Instant, cfg: &TetherConfig) -> Result<Self, IceError> {
-        let provider =
-            rtc_ice::crypto::default_provider().map_err(|e| IceError(e.to_string()))?;
+        let provider = rtc_ice::crypto::default_provider().map_err(|e| IceError(e.to_string()))?;
         let agent_cfg = AgentConfig {
             local_ufrag: cfg.local_ice.ufrag.clone(),
             local_pwd: cfg.local_ice.pwd.clone(),
@@ -65,8 +64,8 @@ impl Ice {
             }],
             ..Default::default()
         };
-        let mut agent = Agent::new(now, Arc::new(agent_cfg), provider)
-            .map_err(|e| IceError(e.to_string()))?;
+        let mut agent =
+            Agent::new(now, Arc::new(agent_cfg), provider).map_err(|e| IceError(e.to_string()))?;
         agent
             .add_local_candidate(host_candidate(cfg.local_addr)?)
             .map_err(|e| IceError(e.to_string()))?;

@@ -37,7 +37,10 @@ pub enum KeyExportError {
 
 /// Field-for-field mirror of the state rtc-dtls 0.21.1 serializes in `marshal_binary`.
 #[derive(rkyv::Archive, rkyv::Serialize)]
-#[allow(dead_code, reason = "only the archived form is read; tests build the native one")]
+#[allow(
+    dead_code,
+    reason = "only the archived form is read; tests build the native one"
+)]
 pub(crate) struct ExportedState {
     pub(crate) local_epoch: u16,
     pub(crate) remote_epoch: u16,
@@ -111,7 +114,8 @@ fn keys_from_export(bytes: &[u8]) -> Result<SessionKeys, KeyExportError> {
             salt: [0; SALT_LEN],
         };
         k.key.copy_from_slice(&block[off..off + KEY_LEN]);
-        k.salt.copy_from_slice(&block[salt_off..salt_off + SALT_LEN]);
+        k.salt
+            .copy_from_slice(&block[salt_off..salt_off + SALT_LEN]);
         k
     };
     let client = take(0, 2 * KEY_LEN);

@@ -79,8 +79,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 pub use config::{
-    Fingerprint, IceCredentials, LocalCertificate, MAX_DATAGRAM, MAX_MESSAGE, TUN_MTU,
-    TetherConfig,
+    Fingerprint, IceCredentials, LocalCertificate, MAX_DATAGRAM, MAX_MESSAGE, TUN_MTU, TetherConfig,
 };
 pub use telemetry::{CloseReason, Telemetry, TetherEvent, TetherState};
 
@@ -181,7 +180,12 @@ impl<'a> Iterator for Received<'a> {
             }
             let s = self.slots[self.next];
             self.next += 1;
-            self.cur = Messages::new(&self.buf[s.start..s.end], Inbound { accepted: s.accepted });
+            self.cur = Messages::new(
+                &self.buf[s.start..s.end],
+                Inbound {
+                    accepted: s.accepted,
+                },
+            );
         }
     }
 }
@@ -332,7 +336,12 @@ impl Tether {
         }
     }
 
-    fn handle_dtls<'a>(&mut self, now: Instant, from: SocketAddr, buf: &'a mut [u8]) -> Received<'a> {
+    fn handle_dtls<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &'a mut [u8],
+    ) -> Received<'a> {
         let mut slots = [Slot::default(); MAX_RECORDS_PER_DATAGRAM];
         let mut n = 0;
         if Some(from) != self.remote {
@@ -471,7 +480,12 @@ impl Tether {
         ));
         self.opener = Some(RecordOpener::new(b, &keys.remote, keys.remote_epoch));
         let streams = self.cfg.channels.max(16);
-        match SctpSetup::new(now, self.cfg.dtls_client, self.cfg.assoc.local_rwnd, streams) {
+        match SctpSetup::new(
+            now,
+            self.cfg.dtls_client,
+            self.cfg.assoc.local_rwnd,
+            streams,
+        ) {
             Ok(s) => self.sctp_setup = Some(s),
             Err(_) => self.close(CloseReason::HandshakeFailed),
         }
@@ -540,8 +554,7 @@ impl Tether {
                 continue;
             }
             let stream = (p.flow % channels) as u16;
-            let Ok(n) = assoc.frame_data(now, &mut p.buf[RECORD_HEADROOM..], p.len, stream)
-            else {
+            let Ok(n) = assoc.frame_data(now, &mut p.buf[RECORD_HEADROOM..], p.len, stream) else {
                 self.counters.send_refused += 1;
                 summary.refused += 1;
                 continue;
@@ -582,12 +595,10 @@ impl Tether {
             .setup_outbound
             .pop_front()
             .or_else(|| self.sctp_setup.as_mut()?.pop_outbound());
-        if let Some(p) = pending {
-            if p.len() <= room {
-                buf[RECORD_HEADROOM..][..p.len()].copy_from_slice(&p);
-                if let Ok(len) = sealer.seal(content::APPLICATION_DATA, buf, p.len()) {
-                    return Some(Transmit { to, len });
-                }
+        if let Some(p) = pending.filter(|p| p.len() <= room) {
+            buf[RECORD_HEADROOM..][..p.len()].copy_from_slice(&p);
+            if let Ok(len) = sealer.seal(content::APPLICATION_DATA, buf, p.len()) {
+                return Some(Transmit { to, len });
             }
         }
         if self.close_alert_due {
@@ -661,7 +672,11 @@ impl Tether {
         let c = &self.counters;
         let (in_flight_packets, in_flight_bytes) =
             self.assoc.as_ref().map_or((0, 0), Association::in_flight);
-        let s = self.assoc.as_ref().map(Association::stats).unwrap_or_default();
+        let s = self
+            .assoc
+            .as_ref()
+            .map(Association::stats)
+            .unwrap_or_default();
         let lost = self.assoc.as_ref().map_or(0, Association::lost);
         Telemetry {
             state: self.state,

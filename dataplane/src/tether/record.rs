@@ -477,7 +477,9 @@ mod tests {
         let msg = b"one inner packet";
         let mut buf = [0u8; 128];
         buf[RECORD_HEADROOM..][..msg.len()].copy_from_slice(msg);
-        let n = s.seal(content::APPLICATION_DATA, &mut buf, msg.len()).unwrap();
+        let n = s
+            .seal(content::APPLICATION_DATA, &mut buf, msg.len())
+            .unwrap();
         assert_eq!(n, RECORD_OVERHEAD + msg.len());
         assert_ne!(&buf[RECORD_HEADROOM..][..msg.len()], msg);
         let h = RecordHeader::parse(&buf[..n]).unwrap();

@@ -21,7 +21,7 @@ use wire::{Data, Init, Packet, Sack, WireError, chunk, data_flags};
 /// The SCTP port WebRTC uses on both ends (RFC 8841 default).
 pub const PORT: u16 = 5000;
 /// Gap blocks one SACK reports at most.
-const MAX_GAP_BLOCKS: usize = 16;
+const MAX_GAP_BLOCKS: usize = 64;
 /// Duplicate TSNs one SACK reports at most.
 const MAX_DUPS: usize = 4;
 /// Largest HEARTBEAT value echoed back.
@@ -36,8 +36,10 @@ pub struct AssocConfig {
     pub sack_every: u32,
     /// Longest a received DATA chunk waits for its SACK.
     pub sack_delay: Duration,
-    /// Outstanding TSNs with no progress for this long are abandoned (raised to 2×RTT).
+    /// A message unacknowledged this long is abandoned (raised to 2×RTT).
     pub abandon_after: Duration,
+    /// Least reordering tolerated before a missing message counts as lost.
+    pub reorder_window: Duration,
     /// Interval between HEARTBEATs (RTT and liveness).
     pub heartbeat_interval: Duration,
     /// Cap on bytes in flight, whatever the peer's window says.
@@ -52,6 +54,7 @@ impl Default for AssocConfig {
             sack_every: 2,
             sack_delay: Duration::from_millis(20),
             abandon_after: Duration::from_millis(200),
+            reorder_window: Duration::from_millis(1),
             heartbeat_interval: Duration::from_millis(250),
             max_in_flight: 8 << 20,
             local_rwnd: 4 << 20,
@@ -241,6 +244,11 @@ impl Association {
         self.tx.lost
     }
 
+    /// FORWARD-TSN chunks sent.
+    pub fn forwards_sent(&self) -> u64 {
+        self.tx.forwards_sent
+    }
+
     /// Why the association ended, if it did.
     pub fn end(&self) -> Option<AssocEnd> {
         self.end
@@ -249,6 +257,13 @@ impl Association {
     /// Queues an ABORT (sent by the next [`Self::poll_control`]).
     pub fn abort(&mut self) {
         self.abort_due = true;
+    }
+
+    /// How much earlier than an acked message a missing one must have left to count as
+    /// lost: a quarter RTT (RACK's choice), at least [`AssocConfig::reorder_window`].
+    fn reorder_window(&self) -> Duration {
+        let q = self.srtt.map_or(Duration::ZERO, |r| r / 4);
+        q.max(self.cfg.reorder_window)
     }
 
     fn abandon_timeout(&self) -> Duration {
@@ -305,7 +320,8 @@ impl Association {
                 chunk::SACK => {
                     let s = Sack::parse(c.value)?;
                     let gaps = (0..s.gaps).map(|g| s.gap(g));
-                    self.tx.on_sack(s.cum_tsn, s.a_rwnd, gaps, now);
+                    let reorder = self.reorder_window();
+                    self.tx.on_sack(s.cum_tsn, s.a_rwnd, gaps, now, reorder);
                 }
                 chunk::FORWARD_TSN => {
                     let v: [u8; 4] = c
@@ -409,7 +425,7 @@ impl Association {
 
     /// Writes one packet of every control chunk that is due into `buf`; returns its length.
     pub fn poll_control(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if buf.len() < 256 {
+        if buf.len() < 512 {
             return None;
         }
         let mut at = wire::COMMON_HEADER_LEN;

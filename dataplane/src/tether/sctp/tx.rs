@@ -2,14 +2,17 @@
 //!
 //! Every message is sent once (`maxRetransmits = 0`). What would be a retransmission in
 //! reliable SCTP is an abandonment here (RFC 3758 §3.5): the sender moves its "advanced
-//! peer ack point" over the lost TSNs and tells the peer with one FORWARD-TSN. Two triggers,
-//! both deliberately sparse so SACKs and FORWARD-TSNs never chase each other:
+//! peer ack point" over the lost TSNs and tells the peer with one FORWARD-TSN. Loss is
+//! judged by time, as RACK does for TCP (RFC 8985), so reordering is not mistaken for it:
 //!
-//! - a hole reported by [`REORDER_REPORTS`] SACKs in a row without the cumulative ack
-//!   moving (the same evidence fast retransmit uses): everything below the last gap block
-//!   is abandoned at once;
-//! - no progress for the abandon timeout while TSNs are outstanding (the tail of a burst
-//!   was lost, so no later arrival reveals the hole): everything outstanding is abandoned.
+//! - an unacked TSN sent more than the reorder window before a TSN the peer has acked is
+//!   lost; every such TSN goes in one abandonment, one FORWARD-TSN;
+//! - an unacked TSN outstanding for the whole abandon timeout is lost (the tail of a burst,
+//!   which no later arrival can reveal).
+//!
+//! Stale SACKs (cumulative ack behind the newest seen) are dropped and gap-acked TSNs are
+//! remembered, so delivered messages are never counted lost, and a FORWARD-TSN is repeated
+//! only after a whole timeout without effect: SACKs and FORWARD-TSNs never chase each other.
 //!
 //! There is no congestion window: the inner traffic (TCP, QUIC) controls its own
 //! congestion, and a second controller nested inside would only add queueing and slow
@@ -20,8 +23,6 @@ use std::time::{Duration, Instant};
 
 use super::rx::{WINDOW, after};
 
-/// SACKs reporting the same hole before it is abandoned.
-pub const REORDER_REPORTS: u8 = 3;
 const MASK: u32 = WINDOW - 1;
 
 /// Why a message was not given a TSN.
@@ -48,11 +49,15 @@ pub struct SendTracker {
     base: u32,
     peer_cum: u32,
     sizes: Box<[u16; WINDOW as usize]>,
+    /// Send time of each TSN, µs since `epoch`, wrapping.
+    sent_at: Box<[u32; WINDOW as usize]>,
+    acked: Box<[u64; WINDOW as usize / 64]>,
+    epoch: Instant,
+    /// Latest `now` seen, for [`Self::timer`].
+    last_now: Instant,
     in_flight_bytes: usize,
     peer_rwnd: u32,
     max_in_flight: usize,
-    miss_reports: u8,
-    last_progress: Instant,
     forward_pending: bool,
     forward_sent_at: Option<Instant>,
     /// TSNs counted lost (abandoned without being acked).
@@ -72,6 +77,11 @@ impl std::fmt::Debug for SendTracker {
     }
 }
 
+#[inline]
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX / 2)) as u32
+}
+
 impl SendTracker {
     /// Starts at our initial TSN with the peer's initial window.
     pub fn new(initial_tsn: u32, peer_rwnd: u32, max_in_flight: usize, now: Instant) -> Self {
@@ -81,11 +91,13 @@ impl SendTracker {
             base,
             peer_cum: base,
             sizes: Box::new([0; WINDOW as usize]),
+            sent_at: Box::new([0; WINDOW as usize]),
+            acked: Box::new([0; WINDOW as usize / 64]),
+            epoch: now,
+            last_now: now,
             in_flight_bytes: 0,
             peer_rwnd,
             max_in_flight,
-            miss_reports: 0,
-            last_progress: now,
             forward_pending: false,
             forward_sent_at: None,
             lost: 0,
@@ -93,12 +105,23 @@ impl SendTracker {
         }
     }
 
+    #[inline]
+    fn now_us(&mut self, now: Instant) -> u32 {
+        self.last_now = self.last_now.max(now);
+        self.us(now)
+    }
+
+    #[inline]
+    fn us(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_micros() as u32
+    }
+
     /// TSNs outstanding.
     pub fn in_flight(&self) -> u32 {
         self.next_tsn.wrapping_sub(self.base).wrapping_sub(1)
     }
 
-    /// Bytes outstanding.
+    /// Bytes outstanding (gap-acked ones excluded).
     pub fn in_flight_bytes(&self) -> usize {
         self.in_flight_bytes
     }
@@ -110,88 +133,149 @@ impl SendTracker {
         if self.in_flight() >= WINDOW - 1 || self.in_flight_bytes + len > window {
             return Err(SendRefused::WindowFull);
         }
-        if self.in_flight() == 0 {
-            // Nothing was outstanding: the abandon clock starts with this message.
-            self.last_progress = now;
-        }
         let tsn = self.next_tsn;
         self.next_tsn = tsn.wrapping_add(1);
-        self.sizes[(tsn & MASK) as usize] = len.min(usize::from(u16::MAX)) as u16;
+        let i = (tsn & MASK) as usize;
+        self.sizes[i] = len.min(usize::from(u16::MAX)) as u16;
+        self.sent_at[i] = self.now_us(now);
+        self.acked[i / 64] &= !(1 << (i % 64));
         self.in_flight_bytes += len;
         Ok(tsn)
     }
 
-    fn release_to(&mut self, new_base: u32) {
+    #[inline]
+    fn is_acked(&self, tsn: u32) -> bool {
+        let i = (tsn & MASK) as usize;
+        self.acked[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    #[inline]
+    fn sent_us(&self, tsn: u32) -> u32 {
+        self.sent_at[(tsn & MASK) as usize]
+    }
+
+    /// Moves the base to `new_base`; returns how many of the TSNs passed were never acked.
+    fn release_to(&mut self, new_base: u32) -> u32 {
+        let mut unacked = 0;
         let mut t = self.base.wrapping_add(1);
         while t != new_base.wrapping_add(1) {
-            self.in_flight_bytes -= usize::from(self.sizes[(t & MASK) as usize]);
+            if !self.is_acked(t) {
+                unacked += 1;
+                self.in_flight_bytes -= usize::from(self.sizes[(t & MASK) as usize]);
+            }
             t = t.wrapping_add(1);
         }
         self.base = new_base;
+        unacked
     }
 
-    /// Applies a SACK: `gaps` are its blocks as (start, end) offsets from `cum`.
+    /// Marks gap-acked TSNs; returns the highest TSN acked by cum or gaps.
+    fn mark_gaps(&mut self, cum: u32, gaps: impl Iterator<Item = (u16, u16)>) -> u32 {
+        let mut highest = cum;
+        let last_sent = self.next_tsn.wrapping_sub(1);
+        for (s, e) in gaps {
+            if s == 0 || e < s {
+                continue;
+            }
+            for off in s..=e {
+                let t = cum.wrapping_add(u32::from(off));
+                if after(t, last_sent) {
+                    break;
+                }
+                if after(t, highest) {
+                    highest = t;
+                }
+                if after(t, self.base) && !self.is_acked(t) {
+                    let i = (t & MASK) as usize;
+                    self.acked[i / 64] |= 1 << (i % 64);
+                    self.in_flight_bytes -= usize::from(self.sizes[i]);
+                }
+            }
+        }
+        highest
+    }
+
+    /// The newest TSN in `(base, upto]` sent at or before `threshold_us` (send times rise
+    /// with TSNs, so a binary search finds it).
+    fn last_sent_by(&self, upto: u32, threshold_us: u32) -> Option<u32> {
+        let not_later = |t: u32| (threshold_us.wrapping_sub(self.sent_us(t)) as i32) >= 0;
+        let (mut lo, mut hi) = (0u32, upto.wrapping_sub(self.base));
+        // Invariant: offset `lo` qualifies (0 = base itself), `hi + 1` does not.
+        if hi == 0 || hi > WINDOW {
+            return None;
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if not_later(self.base.wrapping_add(mid)) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        (lo > 0).then(|| self.base.wrapping_add(lo))
+    }
+
+    /// Applies a SACK: `gaps` are its blocks as (start, end) offsets from `cum`;
+    /// `reorder` is how much earlier than an acked TSN a missing one must have been sent
+    /// to count as lost.
     pub fn on_sack(
         &mut self,
         cum: u32,
         a_rwnd: u32,
-        gaps: impl Iterator<Item = (u16, u16)> + Clone,
+        gaps: impl Iterator<Item = (u16, u16)>,
         now: Instant,
+        reorder: Duration,
     ) -> SackOutcome {
         let mut out = SackOutcome::default();
-        // Acks for TSNs never sent are ignored rather than trusted.
-        if after(cum, self.next_tsn.wrapping_sub(1)) {
+        self.last_now = self.last_now.max(now);
+        // Acks for TSNs never sent are not trusted; SACKs older than the newest seen are
+        // dropped (RFC 9260 §6.2.1), so a reordered SACK never counts as a loss report.
+        if after(cum, self.next_tsn.wrapping_sub(1)) || after(self.peer_cum, cum) {
             return out;
         }
         self.peer_rwnd = a_rwnd;
         if after(cum, self.peer_cum) {
             self.peer_cum = cum;
             out.progressed = true;
-            self.miss_reports = 0;
-            self.last_progress = now;
             if after(cum, self.base) {
                 self.release_to(cum);
             }
         }
-        let last = gaps.clone().last();
-        if let Some((last_start, _)) = last {
-            if !out.progressed {
-                self.miss_reports = self.miss_reports.saturating_add(1);
-            }
-            if self.miss_reports >= REORDER_REPORTS && last_start > 1 {
-                let target = cum.wrapping_add(u32::from(last_start) - 1);
-                if after(target, self.base) {
-                    // Blocks below the last one arrived: only the holes are lost.
-                    let arrived: u32 = gaps
-                        .filter(|&(s, _)| s < last_start)
-                        .map(|(s, e)| u32::from(e.saturating_sub(s)) + 1)
-                        .sum();
-                    let span = target.wrapping_sub(self.base);
-                    out.lost = span.saturating_sub(arrived);
-                    self.lost += u64::from(out.lost);
-                    self.abandon_to(target, now);
-                }
-                self.miss_reports = 0;
+        // The peer still reports below our FORWARD-TSN point: the FORWARD-TSN was lost. Repeat
+        // it, at most once per RTT (four reorder windows), rather than wait for the timer.
+        if after(self.base, cum)
+            && self
+                .forward_sent_at
+                .is_none_or(|t| now.duration_since(t) >= reorder * 4)
+        {
+            self.forward_pending = true;
+        }
+        let highest = self.mark_gaps(cum, gaps);
+        if after(highest, self.base) {
+            let threshold = self.sent_us(highest).wrapping_sub(micros(reorder));
+            if let Some(target) = self.last_sent_by(highest, threshold) {
+                out.lost = self.abandon_to(target);
             }
         }
         out
     }
 
-    fn abandon_to(&mut self, target: u32, now: Instant) {
-        self.release_to(target);
+    fn abandon_to(&mut self, target: u32) -> u32 {
+        let lost = self.release_to(target);
+        self.lost += u64::from(lost);
         self.forward_pending = true;
-        self.last_progress = now;
+        lost
     }
 
-    /// Abandons everything outstanding once nothing has moved for `timeout`; also repeats a
-    /// FORWARD-TSN the peer has not acted on. Returns TSNs newly counted lost.
+    /// Abandons what has been outstanding for `timeout`; also repeats a FORWARD-TSN the
+    /// peer has not acted on for as long. Returns TSNs newly counted lost.
     pub fn on_timer(&mut self, now: Instant, timeout: Duration) -> u32 {
         let mut lost = 0;
-        if self.in_flight() > 0 && now.duration_since(self.last_progress) >= timeout {
-            let target = self.next_tsn.wrapping_sub(1);
-            lost = target.wrapping_sub(self.base);
-            self.lost += u64::from(lost);
-            self.abandon_to(target, now);
+        if self.in_flight() > 0 {
+            let threshold = self.now_us(now).wrapping_sub(micros(timeout));
+            if let Some(target) = self.last_sent_by(self.next_tsn.wrapping_sub(1), threshold) {
+                lost = self.abandon_to(target);
+            }
         }
         if after(self.base, self.peer_cum)
             && self
@@ -205,7 +289,12 @@ impl SendTracker {
 
     /// When [`Self::on_timer`] has work to do next.
     pub fn timer(&self, timeout: Duration) -> Option<Instant> {
-        let idle = (self.in_flight() > 0).then(|| self.last_progress + timeout);
+        let now = self.last_now;
+        let idle = (self.in_flight() > 0).then(|| {
+            let oldest = self.sent_us(self.base.wrapping_add(1));
+            let age = self.us(now).wrapping_sub(oldest);
+            now + timeout.saturating_sub(Duration::from_micros(u64::from(age)))
+        });
         let resend = after(self.base, self.peer_cum)
             .then(|| self.forward_sent_at.map(|t| t + timeout))
             .flatten();
@@ -234,28 +323,59 @@ impl SendTracker {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
-    fn sack_releases_and_holes_are_abandoned_after_three_reports() {
-        let now = Instant::now();
-        let mut t = SendTracker::new(100, 1 << 20, 1 << 22, now);
-        for _ in 0..10 {
-            t.assign(1000, now).unwrap();
+    fn holes_are_abandoned_by_time_not_by_reordering() {
+        let t0 = Instant::now();
+        let mut t = SendTracker::new(100, 1 << 20, 1 << 22, t0);
+        // 100..=109 sent 1 ms apart.
+        for i in 0..10 {
+            t.assign(1000, t0 + i * MS).unwrap();
         }
         assert_eq!((t.in_flight(), t.in_flight_bytes()), (10, 10_000));
-        let o = t.on_sack(102, 1 << 20, [].into_iter(), now);
-        assert!(o.progressed);
-        assert_eq!(t.in_flight(), 7);
-        // 103 lost, 104..=106 arrived: three reports abandon 103 only.
-        let gaps = [(2u16, 4u16)];
-        for _ in 0..2 {
-            assert_eq!(t.on_sack(102, 1 << 20, gaps.into_iter(), now).lost, 0);
-            assert_eq!(t.take_forward(now), None);
-        }
-        let o = t.on_sack(102, 1 << 20, gaps.into_iter(), now);
+        let now = t0 + 20 * MS;
+        assert!(
+            t.on_sack(101, 1 << 20, [].into_iter(), now, 3 * MS)
+                .progressed
+        );
+        assert_eq!(t.in_flight(), 8);
+        // 102 missing, 103 acked: sent only 1 ms later, within the reorder window.
+        let o = t.on_sack(101, 1 << 20, [(2u16, 2u16)].into_iter(), now, 3 * MS);
+        assert_eq!(o.lost, 0);
+        assert_eq!(t.take_forward(now), None);
+        // 106 acked, sent 4 ms after 102: 102 is lost; 104 (2 ms) is not yet.
+        let o = t.on_sack(
+            101,
+            1 << 20,
+            [(2u16, 2u16), (5, 5)].into_iter(),
+            now,
+            3 * MS,
+        );
         assert_eq!(o.lost, 1);
         assert_eq!(t.take_forward(now), Some(103));
         assert_eq!(t.take_forward(now), None);
-        assert_eq!(t.in_flight(), 6);
+        // The peer keeps reporting below it: repeated once per RTT, not per SACK.
+        t.on_sack(
+            101,
+            1 << 20,
+            [(2u16, 2u16), (5, 5)].into_iter(),
+            now + MS,
+            3 * MS,
+        );
+        assert_eq!(t.take_forward(now + MS), None);
+        t.on_sack(
+            101,
+            1 << 20,
+            [(2u16, 2u16), (5, 5)].into_iter(),
+            now + 12 * MS,
+            3 * MS,
+        );
+        assert_eq!(t.take_forward(now + 12 * MS), Some(103));
+        // 103 and 106 acked; 104, 105, 107..=109 outstanding.
+        assert_eq!(t.in_flight_bytes(), 5000);
+        // A SACK older than the newest seen is ignored.
+        assert!(!t.on_sack(100, 1, [].into_iter(), now, 3 * MS).progressed);
     }
 
     #[test]
@@ -277,7 +397,7 @@ mod tests {
         t.on_timer(now + 2 * timeout, timeout);
         assert_eq!(t.take_forward(now + 2 * timeout), Some(4));
         // The peer catches up: nothing more is sent.
-        t.on_sack(4, 1 << 20, [].into_iter(), now + 2 * timeout);
+        t.on_sack(4, 1 << 20, [].into_iter(), now + 2 * timeout, MS);
         assert_eq!(t.timer(timeout), None);
     }
 
@@ -288,7 +408,7 @@ mod tests {
         t.assign(1400, now).unwrap();
         t.assign(1400, now).unwrap();
         assert_eq!(t.assign(1400, now), Err(SendRefused::WindowFull));
-        let o = t.on_sack(50, 1 << 20, [].into_iter(), now);
+        let o = t.on_sack(50, 1 << 20, [].into_iter(), now, MS);
         assert!(!o.progressed);
         assert_eq!(t.in_flight(), 2);
     }
