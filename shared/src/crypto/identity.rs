@@ -64,6 +64,22 @@ fn check_len(what: &'static str, want: usize, got: usize) -> Result<(), Identity
     }
 }
 
+/// Decodes exactly `want` bytes with `decode`; a wrong length, or bytes `decode` refuses,
+/// is reported as a [`IdentityError::Length`] of `what`.
+fn decode<T, E>(
+    what: &'static str,
+    want: usize,
+    bytes: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+) -> Result<T, IdentityError> {
+    check_len(what, want, bytes.len())?;
+    decode(bytes).map_err(|_| IdentityError::Length {
+        what,
+        want,
+        got: bytes.len(),
+    })
+}
+
 /// A domain-separation label for one use of signatures (FIPS 204 context string, ≤ 255 bytes).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SigningContext(&'static [u8]);
@@ -120,14 +136,10 @@ pub struct Signature(mldsa65::DetachedSignature);
 impl Signature {
     /// Parses an encoded signature; it must be exactly [`SIGNATURE_LEN`] bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
-        check_len("ML-DSA-65 signature", SIGNATURE_LEN, bytes.len())?;
-        mldsa65::DetachedSignature::from_bytes(bytes)
-            .map(Self)
-            .map_err(|_| IdentityError::Length {
-                what: "ML-DSA-65 signature",
-                want: SIGNATURE_LEN,
-                got: bytes.len(),
-            })
+        decode("ML-DSA-65 signature", SIGNATURE_LEN, bytes, |b| {
+            mldsa65::DetachedSignature::from_bytes(b)
+        })
+        .map(Self)
     }
 
     /// The encoded signature.
@@ -157,14 +169,10 @@ impl VerifyingKey {
 
     /// Parses an encoded public key; it must be exactly [`DSA_PUBLIC_KEY_LEN`] bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
-        check_len("ML-DSA-65 public key", DSA_PUBLIC_KEY_LEN, bytes.len())?;
-        mldsa65::PublicKey::from_bytes(bytes)
-            .map(Self::new)
-            .map_err(|_| IdentityError::Length {
-                what: "ML-DSA-65 public key",
-                want: DSA_PUBLIC_KEY_LEN,
-                got: bytes.len(),
-            })
+        decode("ML-DSA-65 public key", DSA_PUBLIC_KEY_LEN, bytes, |b| {
+            mldsa65::PublicKey::from_bytes(b)
+        })
+        .map(Self::new)
     }
 
     /// The encoded public key.
@@ -330,14 +338,10 @@ pub struct KemCiphertext(mlkem768::Ciphertext);
 impl KemCiphertext {
     /// Parses an encoded ciphertext; it must be exactly [`KEM_CIPHERTEXT_LEN`] bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
-        check_len("ML-KEM-768 ciphertext", KEM_CIPHERTEXT_LEN, bytes.len())?;
-        mlkem768::Ciphertext::from_bytes(bytes)
-            .map(Self)
-            .map_err(|_| IdentityError::Length {
-                what: "ML-KEM-768 ciphertext",
-                want: KEM_CIPHERTEXT_LEN,
-                got: bytes.len(),
-            })
+        decode("ML-KEM-768 ciphertext", KEM_CIPHERTEXT_LEN, bytes, |b| {
+            mlkem768::Ciphertext::from_bytes(b)
+        })
+        .map(Self)
     }
 
     /// The encoded ciphertext.
@@ -391,14 +395,10 @@ pub struct KemPublicKey(mlkem768::PublicKey);
 impl KemPublicKey {
     /// Parses an encoded key; it must be exactly [`KEM_PUBLIC_KEY_LEN`] bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
-        check_len("ML-KEM-768 public key", KEM_PUBLIC_KEY_LEN, bytes.len())?;
-        mlkem768::PublicKey::from_bytes(bytes)
-            .map(Self)
-            .map_err(|_| IdentityError::Length {
-                what: "ML-KEM-768 public key",
-                want: KEM_PUBLIC_KEY_LEN,
-                got: bytes.len(),
-            })
+        decode("ML-KEM-768 public key", KEM_PUBLIC_KEY_LEN, bytes, |b| {
+            mlkem768::PublicKey::from_bytes(b)
+        })
+        .map(Self)
     }
 
     /// The encoded key.
