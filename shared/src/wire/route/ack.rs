@@ -77,10 +77,7 @@ impl<T: AsRef<[u8]>> RouteAckPacket<T> {
     }
 
     fn fixed(&self) -> &AckFixed {
-        // Invariant: new_checked proved the length; new_unchecked callers size the buffer.
-        AckFixed::ref_from_prefix(self.buffer.as_ref())
-            .map(|(f, _)| f)
-            .expect("route ack buffer too short")
+        super::fixed(self.buffer.as_ref())
     }
 
     /// The version byte.

@@ -38,6 +38,8 @@ pub use ack::{ACK_LEN, AckStatus, RouteAck, RouteAckPacket};
 pub use setup::{RoutePath, RouteSetup, RouteSetupPacket, SETUP_FIXED_LEN};
 pub use teardown::{RouteTeardown, RouteTeardownPacket, TEARDOWN_LEN, TeardownReason};
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 use super::WireError;
 
 /// The route message version this build speaks.
@@ -81,6 +83,23 @@ fn check_version_and_type(version: u8, kind: u8, want: RouteMessageType) -> Resu
         return Err(WireError::UnknownType(kind.into()));
     }
     Ok(())
+}
+
+/// The fixed part at the start of a message view's buffer.
+///
+/// `new_checked` proved the length; a view made with `new_unchecked` over a buffer too short
+/// for it is the caller's bug, and panics here.
+fn fixed<F: FromBytes + KnownLayout + Immutable>(buffer: &[u8]) -> &F {
+    F::ref_from_prefix(buffer)
+        .map(|(f, _)| f)
+        .expect("route message buffer shorter than its fixed part")
+}
+
+/// [`fixed`], writable.
+fn fixed_mut<F: FromBytes + IntoBytes + KnownLayout>(buffer: &mut [u8]) -> &mut F {
+    F::mut_from_prefix(buffer)
+        .map(|(f, _)| f)
+        .expect("route message buffer shorter than its fixed part")
 }
 
 /// Rejects a buffer that is not exactly `need` bytes long.

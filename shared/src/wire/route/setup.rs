@@ -69,10 +69,7 @@ impl<T: AsRef<[u8]>> RouteSetupPacket<T> {
     }
 
     fn fixed(&self) -> &SetupFixed {
-        // Invariant: new_checked proved the length; new_unchecked callers size the buffer.
-        SetupFixed::ref_from_prefix(self.buffer.as_ref())
-            .map(|(f, _)| f)
-            .expect("route set-up buffer shorter than its fixed part")
+        super::fixed(self.buffer.as_ref())
     }
 
     /// The version byte.
@@ -138,10 +135,7 @@ impl<T: AsRef<[u8]>> RouteSetupPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> RouteSetupPacket<T> {
     fn fixed_mut(&mut self) -> &mut SetupFixed {
-        // Invariant: as in `fixed`.
-        SetupFixed::mut_from_prefix(self.buffer.as_mut())
-            .map(|(f, _)| f)
-            .expect("route set-up buffer shorter than its fixed part")
+        super::fixed_mut(self.buffer.as_mut())
     }
 
     /// Sets the hop index, as a hop does before forwarding the set-up to the next one.

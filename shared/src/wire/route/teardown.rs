@@ -78,10 +78,7 @@ impl<T: AsRef<[u8]>> RouteTeardownPacket<T> {
     }
 
     fn fixed(&self) -> &TeardownFixed {
-        // Invariant: new_checked proved the length; new_unchecked callers size the buffer.
-        TeardownFixed::ref_from_prefix(self.buffer.as_ref())
-            .map(|(f, _)| f)
-            .expect("route teardown buffer too short")
+        super::fixed(self.buffer.as_ref())
     }
 
     /// The version byte.
