@@ -5,7 +5,7 @@ use std::fmt;
 use super::kdf::{KeyContext, derive_stream_key, transcript_hash};
 use super::{
     ACCEPT_CONTEXT, Established, HandshakeConfig, HandshakeError, INIT_CONTEXT, Local, Peer,
-    check_policy, check_signer, random_nonce,
+    check_policy, check_signer, random_nonce, sign_message,
 };
 use crate::crypto::identity::SharedSecret;
 use crate::id::{NodeId, StreamId};
@@ -55,11 +55,7 @@ impl Initiator {
             ciphertext: ciphertext.as_array(),
             membership: local.membership,
         };
-        let unsigned = repr.emit(out).map_err(HandshakeError::Emit)?;
-        let signature = local.identity.sign(INIT_CONTEXT, unsigned.signed_part());
-        let len = unsigned
-            .finish(signature.as_bytes())
-            .map_err(HandshakeError::Emit)?;
+        let len = sign_message(local.identity, INIT_CONTEXT, repr.emit(out))?;
         let initiator = Self {
             config: *config,
             stream_id,

@@ -44,6 +44,7 @@ use crate::crypto::key::StreamKey;
 use crate::id::{NodeId, StreamId};
 use crate::taint::{Membership, Realm, TaintSet};
 use crate::wire::WireError;
+use crate::wire::handshake::Unsigned;
 
 /// Signing context of init messages.
 pub const INIT_CONTEXT: SigningContext = SigningContext::new(b"conflux v1 handshake init");
@@ -245,6 +246,20 @@ fn check_signer(
     peer.public
         .verify(ctx, signed, &sig)
         .map_err(|_| HandshakeError::BadSignature)
+}
+
+/// Signs a message written up to its signature for the use `ctx` and appends the
+/// signature; returns the whole message's length.
+fn sign_message(
+    identity: &NodeIdentity,
+    ctx: SigningContext,
+    unsigned: Result<Unsigned<'_>, WireError>,
+) -> Result<usize, HandshakeError> {
+    let unsigned = unsigned.map_err(HandshakeError::Emit)?;
+    let signature = identity.sign(ctx, unsigned.signed_part());
+    unsigned
+        .finish(signature.as_bytes())
+        .map_err(HandshakeError::Emit)
 }
 
 /// A fresh random handshake nonce.

@@ -4,7 +4,7 @@ use super::kdf::{KeyContext, derive_stream_key, transcript_hash};
 use super::nonce_cache::NonceCache;
 use super::{
     ACCEPT_CONTEXT, Established, HandshakeConfig, HandshakeError, INIT_CONTEXT, Local, Peer,
-    check_policy, check_signer, random_nonce,
+    check_policy, check_signer, random_nonce, sign_message,
 };
 use crate::crypto::identity::KemCiphertext;
 use crate::wire::WireError;
@@ -106,11 +106,7 @@ impl Responder {
             },
         );
 
-        let unsigned = repr.emit(out).map_err(HandshakeError::Emit)?;
-        let signature = local.identity.sign(ACCEPT_CONTEXT, unsigned.signed_part());
-        let len = unsigned
-            .finish(signature.as_bytes())
-            .map_err(HandshakeError::Emit)?;
+        let len = sign_message(local.identity, ACCEPT_CONTEXT, repr.emit(out))?;
         let established = Established {
             stream_id: init.stream_id(),
             initiator: init.initiator(),
