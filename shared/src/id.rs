@@ -4,42 +4,6 @@ use std::fmt;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// A node's stable identity within a realm (bound to its conflux token by Guardian).
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
-#[repr(transparent)]
-pub struct NodeId(pub [u8; 16]);
-
-/// A uni-directional stream, chosen at random by its source node.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
-#[repr(transparent)]
-pub struct StreamId(pub [u8; 16]);
-
 /// A per-hop label, chosen by the receiving hop; it names a stream ending there or a relay entry.
 pub type Label = u32;
 
@@ -47,7 +11,13 @@ pub type Label = u32;
 pub type Lane = u8;
 
 macro_rules! hex_id {
-    ($t:ty) => {
+    ($(#[$doc:meta])* $t:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+        #[repr(transparent)]
+        pub struct $t(pub [u8; 16]);
+
         impl $t {
             /// A fresh random identifier from the operating system's CSPRNG.
             pub fn random() -> Self {
@@ -83,8 +53,14 @@ macro_rules! hex_id {
     };
 }
 
-hex_id!(NodeId);
-hex_id!(StreamId);
+hex_id!(
+    /// A node's stable identity within a realm (bound to its conflux token by Guardian).
+    NodeId
+);
+hex_id!(
+    /// A uni-directional stream, chosen at random by its source node.
+    StreamId
+);
 
 /// Why an identifier could not be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
