@@ -9,11 +9,19 @@
 //! - [`counters`]: per-worker drop counters and traffic totals.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod buffer;
+pub mod control;
 pub mod counters;
+pub mod driver;
 pub mod egress;
+pub mod hop;
 pub mod ingress;
 pub mod packet;
 pub mod relay;
+pub mod static_config;
 pub mod table;
 pub mod tether;
+pub mod tun;
+pub mod udp;
 pub mod vnet;
+pub mod worker;

@@ -57,6 +57,17 @@ impl Prefix {
     }
 }
 
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = if self.v6 {
+            IpAddr::from(self.bits.to_be_bytes())
+        } else {
+            IpAddr::from((self.bits as u32).to_be_bytes())
+        };
+        write!(f, "{ip}/{}", self.len)
+    }
+}
+
 #[inline]
 fn key(ip: IpAddr) -> (bool, u128, u8) {
     match ip {

@@ -18,6 +18,8 @@ use crate::packet::PROTO_TCP;
 pub const MAX_PACKETS: usize = 256;
 /// Groups kept open for merging at once (distinct flows in a batch).
 const OPEN_GROUPS: usize = 8;
+/// Most members of one group (one vectored write each).
+pub const MAX_MEMBERS: usize = 64;
 /// Largest IP packet a group may grow to.
 const MAX_GROUP_LEN: usize = 65_535;
 /// TCP flags a mergeable segment may carry: ACK and PSH.
@@ -210,7 +212,7 @@ impl Group {
                 == self.options[..usize::from(self.options_len)]
             && usize::from(s.header_len) == usize::from(self.header_len)
             && self.len as usize + s.payload_len <= MAX_GROUP_LEN
-            && usize::from(self.count) < MAX_PACKETS
+            && usize::from(self.count) < MAX_MEMBERS
     }
 
     /// The virtio-net header to write before the group.

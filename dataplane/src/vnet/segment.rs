@@ -49,6 +49,12 @@ pub fn count(hdr: &VnetHeader, packet: &[u8]) -> Result<usize, VnetError> {
     Ok((packet.len() - hlen).div_ceil(mss).max(1))
 }
 
+/// The length of the largest segment `hdr` makes of `packet`: headers plus `gso_size`.
+pub fn max_segment_len(hdr: &VnetHeader, packet: &[u8]) -> Result<usize, VnetError> {
+    let (hlen, _) = headers(hdr, packet)?;
+    Ok(hlen + usize::from(hdr.gso_size))
+}
+
 /// Lengths of the IP + transport headers and of the transport header alone.
 fn headers(hdr: &VnetHeader, packet: &[u8]) -> Result<(usize, usize), VnetError> {
     let start = usize::from(hdr.csum_start);

@@ -1,0 +1,274 @@
+//! The ingress side of the loop: UDP receives in, TUN writes and relayed datagrams out.
+
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use conflux_shared::wire::record::CounterId;
+use io_uring::{cqueue, opcode, types};
+
+use super::ops::{MAX_WRITE_PARTS, Owner, op, tag};
+use super::{CONTROL_LEN, NAME_LEN, Worker};
+use crate::buffer::Pkt;
+use crate::hop::HopTransport;
+use crate::ingress::{IngressVerdict, ingress};
+use crate::udp::from_sockaddr;
+
+/// `io_uring_recvmsg_out`: name, control and payload lengths, and flags.
+const RECVMSG_OUT_LEN: usize = 16;
+/// `SOL_UDP` / `UDP_GRO` control message: the size of the coalesced datagrams.
+const UDP_GRO: i32 = 104;
+
+/// The GRO segment size in a received control area, if any.
+fn gro_size(control: &[u8]) -> Option<usize> {
+    let hdr = size_of::<libc::cmsghdr>();
+    let mut at = 0;
+    while at + hdr <= control.len() {
+        let len = usize::from_ne_bytes(control[at..at + 8].try_into().ok()?);
+        let level = i32::from_ne_bytes(control[at + 8..at + 12].try_into().ok()?);
+        let kind = i32::from_ne_bytes(control[at + 12..at + 16].try_into().ok()?);
+        if len < hdr || at + len > control.len() {
+            return None;
+        }
+        if level == libc::SOL_UDP && kind == UDP_GRO && len >= hdr + 4 {
+            let v = i32::from_ne_bytes(control[at + hdr..at + hdr + 4].try_into().ok()?);
+            return usize::try_from(v).ok().filter(|&v| v > 0);
+        }
+        at += (len + 7) & !7;
+    }
+    None
+}
+
+impl<T: HopTransport> Worker<T> {
+    /// One multishot `recvmsg` completion: a datagram, or several coalesced by GRO.
+    pub(super) fn on_udp_recv(&mut self, now: Instant, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.udp_armed = false;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            return;
+        };
+        if result < 0 {
+            self.udp_bufs.stage(bid);
+            return;
+        }
+        // SAFETY: the kernel completed this buffer to us; no other view of it exists.
+        let buf = unsafe { self.udp_bufs.buffer_mut(bid) };
+        let filled = (result as usize).min(buf.len());
+        let (name_len, ctrl_len, payload_len, msg_flags) = {
+            let w = |i: usize| {
+                u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]) as usize
+            };
+            (w(0), w(4), w(8), w(12) as i32)
+        };
+        let name_at = RECVMSG_OUT_LEN;
+        let ctrl_at = name_at + NAME_LEN as usize;
+        let payload_at = ctrl_at + CONTROL_LEN as usize;
+        if filled < payload_at || msg_flags & libc::MSG_TRUNC != 0 {
+            self.counters.bump(CounterId::MalformedPacket);
+            self.udp_bufs.stage(bid);
+            return;
+        }
+        let payload_len = payload_len.min(filled - payload_at);
+        let from = from_sockaddr(&buf[name_at..name_at + name_len.min(NAME_LEN as usize)]);
+        let segment = gro_size(&buf[ctrl_at..ctrl_at + ctrl_len.min(CONTROL_LEN as usize)])
+            .unwrap_or(payload_len);
+        let Some(from) = from else {
+            self.udp_bufs.stage(bid);
+            return;
+        };
+        let tether = self.tables.tether_of(&from);
+        let mut refs = 0u16;
+        let mut at = payload_at;
+        let end = payload_at + payload_len;
+        while at < end && segment > 0 {
+            let dlen = segment.min(end - at);
+            self.counters.udp_rx += 1;
+            if let Some(t) = tether.and_then(|t| self.tables.tethers.get_mut(&t)) {
+                t.rx_packets += 1;
+                t.rx_bytes += dlen as u64;
+            }
+            let datagram = &mut buf[at..at + dlen];
+            let dptr = datagram.as_mut_ptr();
+            let k = self
+                .transport
+                .unframe(now, from, tether, datagram, &mut self.ranges);
+            for r in self.ranges[..k].iter().cloned() {
+                if r.end > dlen || self.ingress_pkts.len() >= super::BATCH {
+                    self.counters.bump(CounterId::MalformedPacket);
+                    continue;
+                }
+                // SAFETY: `r` lies within this datagram, inside the buffer the worker holds;
+                // the transport returns disjoint ranges, so each byte has one view.
+                let pkt = unsafe { Pkt::new(dptr.add(r.start), r.len(), Owner::Udp(bid).pack()) };
+                self.ingress_pkts.push(pkt);
+                refs += 1;
+            }
+            at += dlen;
+        }
+        self.udp_refs[usize::from(bid)] = refs;
+        if refs == 0 {
+            self.udp_bufs.stage(bid);
+        }
+    }
+
+    /// Relays, opens, checks and writes the ingress batch.
+    pub(super) fn flush_ingress(&mut self, now: Instant) {
+        let n = self.ingress_pkts.len();
+        if n == 0 {
+            return;
+        }
+        ingress(
+            &mut self.tables,
+            &mut self.counters,
+            &mut self.limiter,
+            now,
+            &mut self.ingress_pkts,
+            &mut self.ingress_verdicts[..n],
+            &mut self.aead[..n],
+        );
+        self.coalescer.clear();
+        for i in 0..n {
+            let mut pkt = self.ingress_pkts[i];
+            let owner = Owner::unpack(pkt.owner);
+            match self.ingress_verdicts[i] {
+                IngressVerdict::Deliver { offset, len } => {
+                    self.coalescer
+                        .push(i as u16, &pkt.as_mut()[offset..offset + len]);
+                }
+                IngressVerdict::Relay(tether) => self.relay_one(now, pkt, tether, owner),
+                _ => self.release(owner),
+            }
+        }
+        for g in 0..self.coalescer.groups().len() {
+            self.write_group(g);
+        }
+        self.ingress_pkts.clear();
+    }
+
+    fn relay_one(&mut self, now: Instant, mut pkt: Pkt, tether: u32, owner: Owner) {
+        let Some(t) = self.tables.tethers.get_mut(&tether) else {
+            self.release(owner);
+            return;
+        };
+        let peer = t.peer;
+        let (th, tt) = (self.transport.headroom(), self.transport.tailroom());
+        let len = pkt.len();
+        // SAFETY: a received data packet sits inside its datagram, which the transport
+        // framed with at least `th` bytes before and `tt` after (zero for the plain one).
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(pkt.as_mut().as_mut_ptr().sub(th), th + len + tt)
+        };
+        let Some(range) = self.transport.frame(now, tether, buf, len) else {
+            self.release(owner);
+            return;
+        };
+        t.tx_packets += 1;
+        t.tx_bytes += range.len() as u64;
+        // SAFETY: `range` lies within `buf`.
+        let ptr = unsafe { buf.as_mut_ptr().add(range.start) };
+        if !self.send(ptr, range.len(), peer, 0, owner, 1) {
+            self.release(owner);
+        }
+    }
+
+    /// One vectored TUN write for a coalesced group: virtio-net header, the first packet
+    /// (headers rewritten for the group), then the other members' payloads in place.
+    fn write_group(&mut self, g: usize) {
+        let group = self.coalescer.groups()[g];
+        let Some(w) = self.writes.take() else {
+            self.drop_group(&group);
+            return;
+        };
+        let ctx = self.writes.get(w);
+        ctx.hdr = group.vnet_bytes();
+        ctx.iov[0] = libc::iovec {
+            iov_base: ctx.hdr.as_mut_ptr().cast(),
+            iov_len: ctx.hdr.len(),
+        };
+        ctx.iov_len = 1;
+        ctx.owners_len = 0;
+        let mut member = Some(group.first);
+        let mut first = true;
+        while let Some(m) = member {
+            if ctx.owners_len >= MAX_WRITE_PARTS {
+                break;
+            }
+            let mut pkt = self.ingress_pkts[usize::from(m)];
+            let IngressVerdict::Deliver { offset, len } = self.ingress_verdicts[usize::from(m)]
+            else {
+                break;
+            };
+            let inner = &mut pkt.as_mut()[offset..offset + len];
+            let part = if first {
+                group.rewrite_first(inner);
+                first = false;
+                &mut inner[..]
+            } else {
+                &mut inner[usize::from(group.header_len)..]
+            };
+            ctx.iov[ctx.iov_len] = libc::iovec {
+                iov_base: part.as_mut_ptr().cast(),
+                iov_len: part.len(),
+            };
+            ctx.iov_len += 1;
+            ctx.owners[ctx.owners_len] = pkt.owner;
+            ctx.owners_len += 1;
+            member = self.coalescer.next_member(m);
+        }
+        let e = opcode::Writev::new(
+            types::Fd(self.tun.as_raw_fd()),
+            ctx.iov.as_ptr(),
+            ctx.iov_len as u32,
+        )
+        .build()
+        .user_data(tag(op::TUN_WRITE, w));
+        if !self.push(e) {
+            self.counters.bump(CounterId::TunWriteFailed);
+            self.on_write_abort(w);
+        }
+    }
+
+    fn on_write_abort(&mut self, w: u32) {
+        let ctx = self.writes.get(w);
+        let (owners, n) = (ctx.owners, ctx.owners_len);
+        self.writes.give(w);
+        for &o in &owners[..n] {
+            self.release(Owner::unpack(o));
+        }
+    }
+
+    fn drop_group(&mut self, group: &crate::vnet::coalesce::Group) {
+        self.counters.bump(CounterId::TunWriteFailed);
+        let mut member = Some(group.first);
+        while let Some(m) = member {
+            let owner = Owner::unpack(self.ingress_pkts[usize::from(m)].owner);
+            self.release(owner);
+            member = self.coalescer.next_member(m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn finds_the_gro_size() {
+        let mut c = [0u8; 64];
+        c[..8].copy_from_slice(&20usize.to_ne_bytes());
+        c[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+        c[12..16].copy_from_slice(&UDP_GRO.to_ne_bytes());
+        c[16..20].copy_from_slice(&1448i32.to_ne_bytes());
+        assert_eq!(gro_size(&c[..24]), Some(1448));
+        assert_eq!(gro_size(&c[..10]), None);
+        assert_eq!(gro_size(&[]), None);
+    }
+
+    proptest! {
+        #[test]
+        fn random_control_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let _ = gro_size(&bytes);
+        }
+    }
+}

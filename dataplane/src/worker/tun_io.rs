@@ -1,0 +1,265 @@
+//! The egress side of the loop: TUN reads in, sealed datagrams out.
+
+use std::time::Instant;
+
+use conflux_shared::wire::data::{HEADER_LEN, OVERHEAD};
+use conflux_shared::wire::record::CounterId;
+use io_uring::cqueue;
+
+use super::ops::Owner;
+use super::{BATCH, HEADROOM, SlabRun, Worker};
+use crate::buffer::Pkt;
+use crate::egress::{EgressVerdict, egress};
+use crate::hop::HopTransport;
+use crate::vnet::segment::{SegmentLayout, finish_checksum, max_segment_len, segment};
+use crate::vnet::{GsoType, VNET_HDR_LEN, VnetHeader};
+
+/// UDP payload bytes one GSO send carries at most.
+const MAX_GSO_BYTES: usize = 65_000;
+/// Datagrams one GSO send carries at most (the kernel's `UDP_MAX_SEGMENTS`).
+const MAX_GSO_SEGMENTS: usize = 64;
+
+impl<T: HopTransport> Worker<T> {
+    /// One multishot TUN read completion: a packet or a GSO super-packet.
+    pub(super) fn on_tun_read(&mut self, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.tun_armed = false;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            return;
+        };
+        if result <= VNET_HDR_LEN as i32 {
+            self.tun_bufs.stage(bid);
+            return;
+        }
+        self.counters.tun_reads += 1;
+        let len = result as usize - VNET_HDR_LEN;
+        // SAFETY: the kernel completed this buffer to us; no other view of it exists.
+        let buf = unsafe { self.tun_bufs.buffer_mut(bid) };
+        let Ok(hdr) = VnetHeader::parse(&buf[HEADROOM - VNET_HDR_LEN..HEADROOM]) else {
+            self.counters.bump(CounterId::MalformedPacket);
+            self.tun_bufs.stage(bid);
+            return;
+        };
+        let packet = &mut buf[HEADROOM..HEADROOM + len];
+        if hdr.gso_type == GsoType::None {
+            if finish_checksum(&hdr, packet).is_err() {
+                self.counters.bump(CounterId::MalformedPacket);
+                self.tun_bufs.stage(bid);
+                return;
+            }
+            let start = HEADROOM - HEADER_LEN;
+            // SAFETY: the range lies inside the buffer (headroom and tailroom were kept free
+            // by the ring's geometry) and this is the only view of it until it is released.
+            let pkt = unsafe {
+                Pkt::new(
+                    buf.as_mut_ptr().add(start),
+                    len + OVERHEAD,
+                    Owner::Tun(bid).pack(),
+                )
+            };
+            self.egress_pkts.push(pkt);
+            return;
+        }
+        self.segment_into_slab(&hdr, bid, len);
+    }
+
+    fn segment_into_slab(&mut self, hdr: &VnetHeader, bid: u16, len: usize) {
+        // SAFETY: as in `on_tun_read`; the previous view was dropped.
+        let buf = unsafe { self.tun_bufs.buffer_mut(bid) };
+        let packet = &buf[HEADROOM..HEADROOM + len];
+        let (th, tt) = (self.transport.headroom(), self.transport.tailroom());
+        let Ok(seg_len) = max_segment_len(hdr, packet) else {
+            self.counters.bump(CounterId::MalformedPacket);
+            self.tun_bufs.stage(bid);
+            return;
+        };
+        let stride = th + OVERHEAD + seg_len + tt;
+        let Some(slab) = self.slabs.take() else {
+            self.counters.bump(CounterId::UdpSendFailed);
+            self.tun_bufs.stage(bid);
+            return;
+        };
+        // SAFETY: the slab was just taken; nothing else refers to it.
+        let out = unsafe { self.slabs.slot_mut(slab) };
+        let mut lens = [0u16; BATCH];
+        let room = BATCH - self.egress_pkts.len();
+        let layout = SegmentLayout {
+            headroom: th + HEADER_LEN,
+            stride,
+        };
+        let n = match segment(hdr, packet, out, layout, &mut lens[..room.min(BATCH)]) {
+            Ok(n) => n,
+            Err(_) => {
+                self.counters.bump(CounterId::MalformedPacket);
+                self.slabs.give(slab);
+                self.tun_bufs.stage(bid);
+                return;
+            }
+        };
+        self.tun_bufs.stage(bid);
+        self.slab_refs[usize::from(slab)] = n as u16;
+        let first = self.egress_pkts.len();
+        for (k, &l) in lens[..n].iter().enumerate() {
+            // SAFETY: segment `k` lies at `k * stride + th` within the slab, with its header
+            // and tag room inside the stride; each segment gets one view.
+            let pkt = unsafe {
+                Pkt::new(
+                    out.as_mut_ptr().add(k * stride + th),
+                    usize::from(l) + OVERHEAD,
+                    Owner::Slab(slab).pack(),
+                )
+            };
+            self.egress_pkts.push(pkt);
+        }
+        self.slab_runs.push(SlabRun {
+            slab,
+            first,
+            count: n,
+            stride,
+        });
+    }
+
+    /// Seals and sends the egress batch.
+    pub(super) fn flush_egress(&mut self, now: Instant) {
+        let n = self.egress_pkts.len();
+        if n == 0 {
+            return;
+        }
+        egress(
+            &mut self.tables,
+            &mut self.counters,
+            now,
+            &mut self.egress_pkts,
+            &mut self.egress_verdicts[..n],
+        );
+        let runs = std::mem::take(&mut self.slab_runs);
+        for run in &runs {
+            self.send_run(now, run);
+        }
+        self.slab_runs = runs;
+        self.slab_runs.clear();
+        for i in 0..n {
+            let pkt = self.egress_pkts[i];
+            let owner = Owner::unpack(pkt.owner);
+            match self.egress_verdicts[i] {
+                EgressVerdict::Send { tether, .. } => self.send_one(now, pkt, tether, owner),
+                EgressVerdict::Miss(dst) => {
+                    self.report
+                        .miss(&mut self.rings, &mut self.counters, now, dst);
+                    self.release(owner);
+                }
+                EgressVerdict::Drop(_) => self.release(owner),
+                // Already sent as part of a GSO run.
+                EgressVerdict::Pending => {}
+            }
+        }
+        self.egress_pkts.clear();
+    }
+
+    fn send_one(&mut self, now: Instant, mut pkt: Pkt, tether: u32, owner: Owner) {
+        let Some(t) = self.tables.tethers.get_mut(&tether) else {
+            self.counters.bump(CounterId::NoRoute);
+            self.release(owner);
+            return;
+        };
+        let peer = t.peer;
+        let (th, tt) = (self.transport.headroom(), self.transport.tailroom());
+        let len = pkt.len();
+        // SAFETY: every packet buffer keeps at least HEADROOM - HEADER_LEN bytes before and
+        // TAILROOM - TAG_LEN after the data packet, which bound the transport's framing.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(pkt.as_mut().as_mut_ptr().sub(th), th + len + tt)
+        };
+        let Some(range) = self.transport.frame(now, tether, buf, len) else {
+            self.counters.bump(CounterId::UdpSendFailed);
+            self.release(owner);
+            return;
+        };
+        t.tx_packets += 1;
+        t.tx_bytes += range.len() as u64;
+        self.counters.egress_packets += 1;
+        self.counters.egress_bytes += (len - OVERHEAD) as u64;
+        // SAFETY: `range` lies within `buf`.
+        let ptr = unsafe { buf.as_mut_ptr().add(range.start) };
+        if !self.send(ptr, range.len(), peer, 0, owner, 1) {
+            self.release(owner);
+        }
+    }
+
+    /// Sends a super-packet's segments as one GSO `sendmsg` when they all go to one
+    /// tether and frame into equal, back-to-back datagrams; otherwise leaves them to
+    /// [`Self::send_one`].
+    fn send_run(&mut self, now: Instant, run: &SlabRun) {
+        if run.count < 2 {
+            return;
+        }
+        let verdicts = &self.egress_verdicts[run.first..run.first + run.count];
+        let EgressVerdict::Send { tether, .. } = verdicts[0] else {
+            return;
+        };
+        if !verdicts
+            .iter()
+            .all(|v| matches!(v, EgressVerdict::Send { tether: t, .. } if *t == tether))
+        {
+            return;
+        }
+        let Some(t) = self.tables.tethers.get_mut(&tether) else {
+            return;
+        };
+        let peer = t.peer;
+        let (th, tt) = (self.transport.headroom(), self.transport.tailroom());
+        // SAFETY: the run's segments lie in this slab, which the worker holds.
+        let slab = unsafe { self.slabs.slot_mut(run.slab) };
+        let mut total = 0;
+        for k in 0..run.count {
+            let len = self.egress_pkts[run.first + k].len();
+            let slot = &mut slab[k * run.stride..k * run.stride + th + len + tt];
+            let Some(range) = self.transport.frame(now, tether, slot, len) else {
+                return;
+            };
+            let last = k + 1 == run.count;
+            if range.start != 0 || (!last && range.len() != run.stride) {
+                // Not back to back: the framed datagrams go out one by one.
+                return;
+            }
+            total = k * run.stride + range.len();
+        }
+        let datagrams = run.count as u32;
+        t.tx_packets += u64::from(datagrams);
+        t.tx_bytes += total as u64;
+        self.counters.egress_packets += u64::from(datagrams);
+        for k in 0..run.count {
+            self.counters.egress_bytes += (self.egress_pkts[run.first + k].len() - OVERHEAD) as u64;
+            self.egress_verdicts[run.first + k] = EgressVerdict::Pending;
+        }
+        // One GSO send may carry at most 64 KiB of UDP payload.
+        let per_send = (MAX_GSO_BYTES / run.stride).clamp(1, MAX_GSO_SEGMENTS);
+        let base = slab.as_mut_ptr();
+        let mut k = 0;
+        while k < run.count {
+            let n = per_send.min(run.count - k);
+            let start = k * run.stride;
+            let end = if k + n == run.count {
+                total
+            } else {
+                (k + n) * run.stride
+            };
+            // SAFETY: `start..end` lies within the slab.
+            let ptr = unsafe { base.add(start) };
+            if !self.send(
+                ptr,
+                end - start,
+                peer,
+                run.stride as u16,
+                Owner::Slab(run.slab),
+                n as u32,
+            ) {
+                for _ in 0..n {
+                    self.release(Owner::Slab(run.slab));
+                }
+            }
+            k += n;
+        }
+    }
+}
