@@ -38,17 +38,6 @@ pub const FLAG_KEY_EPOCH: u8 = 0x01;
 /// Flag bits that must be zero in this version.
 pub const FLAGS_RESERVED: u8 = !FLAG_KEY_EPOCH;
 
-mod field {
-    use core::ops::Range;
-
-    pub(super) const VERSION: usize = 0;
-    pub(super) const TYPE: usize = 1;
-    pub(super) const FLAGS: usize = 2;
-    pub(super) const LANE: usize = 3;
-    pub(super) const COUNTER: Range<usize> = 4..12;
-    pub(super) const LABEL: Range<usize> = 12..16;
-}
-
 /// What a data packet carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PacketType {
@@ -240,17 +229,17 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
 
     /// Header version.
     pub fn version(&self) -> u8 {
-        self.buffer.as_ref()[field::VERSION]
+        self.header().version
     }
 
     /// Packet type.
     pub fn packet_type(&self) -> PacketType {
-        PacketType::from(self.buffer.as_ref()[field::TYPE])
+        self.header().packet_type()
     }
 
     /// Raw flags byte.
     pub fn flags(&self) -> u8 {
-        self.buffer.as_ref()[field::FLAGS]
+        self.header().flags
     }
 
     /// Key epoch from the flags.
@@ -260,7 +249,7 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
 
     /// The sender's lane.
     pub fn lane(&self) -> Lane {
-        self.buffer.as_ref()[field::LANE]
+        self.header().lane
     }
 
     /// The per-lane counter.
@@ -311,12 +300,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> DataPacket<T> {
 
     /// Rewrites the per-hop label in place; the tag stays valid.
     pub fn set_label(&mut self, label: Label) {
-        self.buffer.as_mut()[field::LABEL].copy_from_slice(&label.to_be_bytes());
+        self.header_mut().label.set(label);
     }
 
     /// Sets the per-lane counter.
     pub fn set_counter(&mut self, counter: u64) {
-        self.buffer.as_mut()[field::COUNTER].copy_from_slice(&counter.to_be_bytes());
+        self.header_mut().counter.set(counter);
     }
 
     /// The payload, writable (plaintext before sealing, after opening).
