@@ -4,7 +4,7 @@ set -euo pipefail
 
 # Debian packages: iproute2 and iperf3 drive the namespace tests; openssl gives the AES-GCM
 # reference figure; pkg-config and a C compiler build the -sys crates.
-packages=(build-essential pkg-config iproute2 iperf3 openssl)
+packages=(build-essential pkg-config iproute2 iputils-ping iperf3 openssl)
 
 missing=()
 for p in "${packages[@]}"; do
