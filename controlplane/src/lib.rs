@@ -4,3 +4,4 @@
 pub mod ctl;
 pub mod guardian;
 pub mod node;
+pub mod route;
