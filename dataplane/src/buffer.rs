@@ -184,6 +184,8 @@ impl BufRing {
     /// The buffer must be owned by the caller (completed to it, not yet given back), and
     /// no other slice of it may be alive.
     #[inline]
+    // The bytes belong to whoever the kernel completed the buffer to, not to this borrow.
+    #[allow(clippy::mut_from_ref)]
     pub unsafe fn buffer_mut(&self, bid: u16) -> &mut [u8] {
         // SAFETY: in bounds by construction; exclusivity is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.base(bid), self.geometry.size) }
@@ -314,6 +316,8 @@ impl SlabPool {
     ///
     /// The caller holds the slot (taken, not given back) and no other slice of it is alive.
     #[inline]
+    // The bytes belong to whoever took the slot, not to this borrow.
+    #[allow(clippy::mut_from_ref)]
     pub unsafe fn slot_mut(&self, i: u16) -> &mut [u8] {
         // SAFETY: i < count by construction; exclusivity is the caller's promise.
         unsafe {

@@ -69,7 +69,7 @@ pub fn generation_key(secret: &[u8; 32], stream: StreamId, generation: u64) -> S
 
 /// The key epoch of a generation.
 pub fn epoch_of(generation: u64) -> KeyEpoch {
-    if generation % 2 == 0 {
+    if generation.is_multiple_of(2) {
         KeyEpoch::Even
     } else {
         KeyEpoch::Odd

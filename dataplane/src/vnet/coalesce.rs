@@ -210,7 +210,7 @@ impl Group {
             && s.options_len == self.options_len
             && s.options[..usize::from(s.options_len)]
                 == self.options[..usize::from(self.options_len)]
-            && usize::from(s.header_len) == usize::from(self.header_len)
+            && s.header_len == usize::from(self.header_len)
             && self.len as usize + s.payload_len <= MAX_GROUP_LEN
             && usize::from(self.count) < MAX_MEMBERS
     }

@@ -141,8 +141,7 @@ pub fn segment(
             seg[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
         }
         let t = start;
-        let csum_field;
-        if proto == PROTO_TCP {
+        let csum_field = if proto == PROTO_TCP {
             let s = seq.wrapping_add((k * mss) as u32);
             seg[t + 4..t + 8].copy_from_slice(&s.to_be_bytes());
             if k + 1 < n {
@@ -151,11 +150,11 @@ pub fn segment(
             if k > 0 {
                 seg[t + 13] &= !TCP_CWR;
             }
-            csum_field = t + 16;
+            t + 16
         } else {
             seg[t + 4..t + 6].copy_from_slice(&((thl + chunk.len()) as u16).to_be_bytes());
-            csum_field = t + 6;
-        }
+            t + 6
+        };
         seg[csum_field..csum_field + 2].fill(0);
         let sum = add(pseudo_header(src, dst, proto, len - t), &seg[t..]);
         let mut c = !fold(sum);

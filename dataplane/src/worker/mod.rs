@@ -419,8 +419,7 @@ impl<T: HopTransport> Worker<T> {
         if self.transport.poll_timeout().is_some_and(|t| t <= now) {
             self.transport.handle_timeout(now);
         }
-        loop {
-            let Some(slab) = self.slabs.take() else { break };
+        while let Some(slab) = self.slabs.take() {
             // SAFETY: the slab was just taken; nothing else refers to it.
             let buf = unsafe { self.slabs.slot_mut(slab) };
             let ptr = buf.as_mut_ptr();

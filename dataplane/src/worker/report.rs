@@ -54,10 +54,10 @@ impl Reporter {
     ) {
         let values: Vec<(CounterId, u64)> = counters.named().collect();
         for chunk in values.chunks(MAX_COUNTERS) {
-            if let Ok(body) = CountersBody::new(self.worker, chunk) {
-                if let Ok(rec) = RingRecord::encode(&body) {
-                    Self::push(rings, counters, &rec);
-                }
+            if let Ok(body) = CountersBody::new(self.worker, chunk)
+                && let Ok(rec) = RingRecord::encode(&body)
+            {
+                Self::push(rings, counters, &rec);
             }
         }
         for (id, t) in &tables.tethers {
