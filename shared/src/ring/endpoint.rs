@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::doorbell::{self, Doorbell, Doorbells, SPIN_BEFORE_SLEEP};
 use super::error::RingError;
-use super::layout::RingMap;
+use super::layout::{RingMap, indices_fit};
 
 /// Longest nap of an endpoint that has no doorbell to sleep on.
 const NAP_WITHOUT_DOORBELL: Duration = Duration::from_micros(50);
@@ -30,8 +30,6 @@ pub(crate) type ConsumerCore = Core<false>;
 #[derive(Debug)]
 pub(crate) struct Core<const PRODUCER: bool> {
     pub(crate) map: RingMap,
-    pub(crate) capacity: u64,
-    align: u64,
     /// This side's next index (head or tail); may be ahead of what the peer has been shown.
     pub(crate) index: u64,
     /// `index` as last stored for the peer.
@@ -46,16 +44,19 @@ pub(crate) struct Core<const PRODUCER: bool> {
 }
 
 impl<const PRODUCER: bool> Core<PRODUCER> {
-    pub(crate) fn new(map: RingMap, align: u64) -> Self {
+    pub(crate) fn new(map: RingMap) -> Self {
         let (own, peer) = Self::indices(&map);
         let (own, peer) = (own.load(Ordering::Acquire), peer.load(Ordering::Acquire));
         let (head, tail) = Self::head_tail(own, peer);
         // Attach checked these, but the peer may have moved them since.
-        let poisoned = indices_corrupt(head, tail, map.capacity, align);
+        let poisoned =
+            (!indices_fit(head, tail, map.capacity, map.align)).then_some(RingError::Corrupt {
+                head,
+                tail,
+                capacity: map.capacity,
+            });
         Self {
-            capacity: map.capacity,
             map,
-            align,
             index: own,
             stored: own,
             peer_cache: if poisoned.is_some() { own } else { peer },
@@ -100,7 +101,16 @@ impl<const PRODUCER: bool> Core<PRODUCER> {
 
     /// What this side can use of a ring holding `used` units: the free room or the data.
     fn usable_of(&self, used: u64) -> u64 {
-        if PRODUCER { self.capacity - used } else { used }
+        if PRODUCER {
+            self.map.capacity - used
+        } else {
+            used
+        }
+    }
+
+    /// Slots or bytes in the ring.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.map.capacity
     }
 
     pub(crate) fn check(&self) -> Result<(), RingError> {
@@ -109,7 +119,7 @@ impl<const PRODUCER: bool> Core<PRODUCER> {
 
     /// Where `index` lies in the ring.
     pub(crate) fn offset(&self) -> usize {
-        (self.index & (self.capacity - 1)) as usize
+        (self.index & (self.map.capacity - 1)) as usize
     }
 
     /// Units this side can use now (free room for the producer, ready data for the
@@ -125,11 +135,12 @@ impl<const PRODUCER: bool> Core<PRODUCER> {
         let peer = Self::indices(&self.map).1.load(Ordering::Acquire);
         let (head, tail) = Self::head_tail(self.index, peer);
         let used = head.wrapping_sub(tail);
-        if used > self.capacity || !peer.is_multiple_of(self.align) {
+        // `align` is a power of two: a mask, not a division, on this hot path.
+        if used > self.map.capacity || peer & (self.map.align - 1) != 0 {
             return Err(self.poison(RingError::Corrupt {
                 head,
                 tail,
-                capacity: self.capacity,
+                capacity: self.map.capacity,
             }));
         }
         self.peer_cache = peer;
@@ -187,7 +198,7 @@ impl<const PRODUCER: bool> Core<PRODUCER> {
 
     /// Spins, then sleeps until `want` units are usable or `timeout` passes.
     pub(crate) fn wait(&mut self, want: u64, timeout: Duration) -> Result<bool, RingError> {
-        let want = want.min(self.capacity);
+        let want = want.min(self.map.capacity);
         for _ in 0..SPIN_BEFORE_SLEEP {
             if self.usable(want)? >= want {
                 return Ok(true);
@@ -212,20 +223,9 @@ impl<const PRODUCER: bool> Core<PRODUCER> {
 impl ProducerCore {
     /// Units published and not yet released by the consumer.
     pub(crate) fn pending(&mut self) -> Result<u64, RingError> {
-        let free = self.usable(self.capacity)?;
-        Ok(self.capacity - free)
+        let free = self.usable(self.map.capacity)?;
+        Ok(self.map.capacity - free)
     }
-}
-
-fn indices_corrupt(head: u64, tail: u64, capacity: u64, align: u64) -> Option<RingError> {
-    let bad = head.wrapping_sub(tail) > capacity
-        || !head.is_multiple_of(align)
-        || !tail.is_multiple_of(align);
-    bad.then_some(RingError::Corrupt {
-        head,
-        tail,
-        capacity,
-    })
 }
 
 fn nap(timeout: Duration) {

@@ -41,6 +41,16 @@ pub enum Layout {
     Messages = 2,
 }
 
+impl Layout {
+    /// What every index of the layout is a multiple of: one slot, or one frame unit.
+    pub(crate) const fn align(self) -> u64 {
+        match self {
+            Self::Records => 1,
+            Self::Messages => FRAME_ALIGN,
+        }
+    }
+}
+
 /// The ring header as it sits at offset 0 (native byte order: both ends share a host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -191,6 +201,12 @@ pub(crate) fn message_limit_fits(max: u32, capacity: u64) -> bool {
     max > 0 && frame <= capacity / 2
 }
 
+/// Whether a head and a tail can belong to one ring: at most `capacity` units apart, both
+/// multiples of `align`.
+pub(crate) fn indices_fit(head: u64, tail: u64, capacity: u64, align: u64) -> bool {
+    head.wrapping_sub(tail) <= capacity && head.is_multiple_of(align) && tail.is_multiple_of(align)
+}
+
 /// Bytes of a ring of `capacity` slots of `record_size` bytes, if within bounds.
 pub(crate) fn total_len(capacity: u64, record_size: u32) -> Option<u64> {
     let len = capacity
@@ -204,6 +220,8 @@ pub(crate) fn total_len(capacity: u64, record_size: u32) -> Option<u64> {
 pub(crate) struct RingMap {
     region: SharedRegion,
     pub(crate) capacity: u64,
+    /// [`Layout::align`] of the ring's layout.
+    pub(crate) align: u64,
     pub(crate) max_message: u32,
     pub(crate) kind: u32,
 }
@@ -233,6 +251,7 @@ impl RingMap {
         Ok(Self {
             region,
             capacity,
+            align: expect.layout.align(),
             max_message,
             kind: expect.kind,
         })
@@ -255,18 +274,13 @@ impl RingMap {
         let map = Self {
             region,
             capacity: header.capacity,
+            align: expect.layout.align(),
             max_message: header.max_message,
             kind: header.kind,
         };
         let head = map.head().load(std::sync::atomic::Ordering::Acquire);
         let tail = map.tail().load(std::sync::atomic::Ordering::Acquire);
-        let aligned = match expect.layout {
-            Layout::Records => true,
-            Layout::Messages => {
-                head.is_multiple_of(FRAME_ALIGN) && tail.is_multiple_of(FRAME_ALIGN)
-            }
-        };
-        if head.wrapping_sub(tail) > map.capacity || !aligned {
+        if !indices_fit(head, tail, map.capacity, map.align) {
             return Err(SetupError::Indices {
                 head,
                 tail,

@@ -228,7 +228,7 @@ impl MessageRing {
 
     /// This side writes messages.
     pub fn into_producer(self) -> MessageProducer {
-        let core = ProducerCore::new(self.map, FRAME_ALIGN);
+        let core = ProducerCore::new(self.map);
         MessageProducer {
             data: core.map.data(),
             max: core.map.max_message as usize,
@@ -241,7 +241,7 @@ impl MessageRing {
 
     /// This side reads messages.
     pub fn into_consumer(self) -> MessageConsumer {
-        let core = ConsumerCore::new(self.map, FRAME_ALIGN);
+        let core = ConsumerCore::new(self.map);
         MessageConsumer {
             data: core.map.data(),
             max: core.map.max_message as usize,
@@ -294,7 +294,7 @@ impl MessageProducer {
     /// Bytes of ring a message of `len` bytes needs now, padding to the end included.
     fn room_needed(&self, len: usize) -> (u64, u64) {
         let frame = frame_len(len) as u64;
-        let to_end = self.core.capacity - self.core.offset() as u64;
+        let to_end = self.core.capacity() - self.core.offset() as u64;
         let need = if frame <= to_end {
             frame
         } else {
@@ -452,7 +452,7 @@ impl MessageConsumer {
                 return Ok(None);
             }
             let off = self.core.offset();
-            let to_end = self.core.capacity as usize - off;
+            let to_end = self.core.capacity() as usize - off;
             let contiguous = to_end.min(ready as usize);
             if contiguous < FRAME_HEADER_LEN {
                 let e = FrameError::Truncated {

@@ -84,7 +84,7 @@ impl<T: Record> RecordRing<T> {
 
     /// This side writes records.
     pub fn into_producer(self) -> Producer<T> {
-        let core = ProducerCore::new(self.map, 1);
+        let core = ProducerCore::new(self.map);
         let slots = core.map.data().cast::<T>();
         Producer {
             core,
@@ -96,7 +96,7 @@ impl<T: Record> RecordRing<T> {
 
     /// This side reads records.
     pub fn into_consumer(self) -> Consumer<T> {
-        let core = ConsumerCore::new(self.map, 1);
+        let core = ConsumerCore::new(self.map);
         let slots = core.map.data().cast::<T>();
         Consumer {
             core,
@@ -163,7 +163,7 @@ impl<T: Record> Producer<T> {
         if n < records.len() {
             self.full += 1;
         }
-        let cap = self.core.capacity as usize;
+        let cap = self.core.capacity() as usize;
         let start = self.core.offset();
         let first = n.min(cap - start);
         // SAFETY: slots [head, head + n) are free (checked against the tail above), and
@@ -187,7 +187,7 @@ impl<T: Record> Producer<T> {
     /// ring is nearly full or the run reaches the end of the ring.
     pub fn reserve(&mut self, n: usize) -> Result<Reservation<'_, T>, RingError> {
         let free = self.core.usable(n as u64)? as usize;
-        let cap = self.core.capacity as usize;
+        let cap = self.core.capacity() as usize;
         let start = self.core.offset();
         let len = n.min(free).min(cap - start);
         if len < n {
@@ -226,7 +226,7 @@ impl<T: Record> Producer<T> {
     /// doorbell until `want` slots are free. `false` means they already are: do not
     /// sleep. After waking (or deciding not to), call [`Producer::finish_sleep`].
     pub fn prepare_sleep(&mut self, want: usize) -> Result<bool, RingError> {
-        let want = (want as u64).min(self.core.capacity);
+        let want = (want as u64).min(self.core.capacity());
         self.core.prepare_sleep(want)
     }
 
@@ -259,7 +259,7 @@ impl<T: Record> Producer<T> {
 
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.core.capacity as usize
+        self.core.capacity() as usize
     }
 
     /// Channel the ring carries.
@@ -338,7 +338,7 @@ impl<T: Record> Consumer<T> {
     ///
     /// `index` must be in `[tail, head)` as last validated.
     unsafe fn take(&mut self, index: u64) -> T {
-        let mask = self.core.capacity - 1;
+        let mask = self.core.capacity() - 1;
         // SAFETY: masked position inside the mapping; slots are aligned for `T` and any
         // bytes are a valid `T`. The caller guarantees the producer is done with it.
         unsafe {
@@ -414,7 +414,7 @@ impl<T: Record> Consumer<T> {
 
     /// Records ready to read, re-reading the producer's head.
     pub fn ready(&mut self) -> Result<usize, RingError> {
-        Ok(self.core.usable(self.core.capacity)? as usize)
+        Ok(self.core.usable(self.core.capacity())? as usize)
     }
 
     /// Gives this end the ring's doorbells: it then wakes a producer sleeping on a full
@@ -464,7 +464,7 @@ impl<T: Record> Consumer<T> {
 
     /// Number of slots.
     pub fn capacity(&self) -> usize {
-        self.core.capacity as usize
+        self.core.capacity() as usize
     }
 
     /// Channel the ring carries.
