@@ -14,6 +14,7 @@ use rtc_dtls::config::{
     VerifyPeerCertificateFn,
 };
 use rtc_dtls::endpoint::{Endpoint as DtlsEndpoint, EndpointEvent};
+use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc_dtls::state::State;
 use rtc_sctp::{
     Association as LibAssociation, ClientConfig, DatagramEvent, Endpoint as SctpEndpoint,
@@ -79,6 +80,12 @@ impl Dtls {
             .with_crypto_provider(provider)
             .with_certificates(vec![cfg.certificate.cert.clone()])
             .with_cipher_suites(vec![CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256])
+            // WebRTC clients always offer use_srtp, and a server that matches none of their
+            // profiles must refuse the handshake: accept them though no SRTP ever runs.
+            .with_srtp_protection_profiles(vec![
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ])
             .with_client_auth(ClientAuthType::RequireAnyClientCert)
             .with_insecure_skip_verify(true)
             .with_verify_peer_certificate(Some(verifier(
