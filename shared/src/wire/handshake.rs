@@ -298,79 +298,106 @@ fn emit_message<'b, H: Header>(
     Ok(Unsigned { buf, signed_len })
 }
 
-/// A checked view of an init message.
-pub struct HandshakeInit<'a> {
-    bytes: &'a [u8],
-    header: &'a InitHeader,
-    membership: Membership,
-    signature: &'a [u8; SIGNATURE_LEN],
+/// Declares the checked view of one kind of message with what every kind has: the parser
+/// and the fields in every header. `header` is the kind's [`Header`].
+macro_rules! signed_message {
+    ($(#[$doc:meta])* $name:ident, $header:ty, $what:literal) => {
+        $(#[$doc])*
+        pub struct $name<'a> {
+            bytes: &'a [u8],
+            header: &'a $header,
+            membership: Membership,
+            signature: &'a [u8; SIGNATURE_LEN],
+        }
+
+        impl<'a> $name<'a> {
+            #[doc = concat!("Checks untrusted bytes; the whole slice must be exactly one ", $what, ".")]
+            pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
+                let (header, membership, signature) = parse_message(bytes)?;
+                Ok(Self {
+                    bytes,
+                    header,
+                    membership,
+                    signature,
+                })
+            }
+
+            /// The stream this handshake sets up.
+            pub fn stream_id(&self) -> StreamId {
+                self.header.prefix.stream_id
+            }
+
+            /// The stream's source, which sends the init.
+            pub fn initiator(&self) -> NodeId {
+                self.header.prefix.initiator
+            }
+
+            /// The stream's destination, which sends the accept.
+            pub fn responder(&self) -> NodeId {
+                self.header.prefix.responder
+            }
+
+            #[doc = concat!("The random nonce of the ", $what, "'s sender.")]
+            pub fn nonce(&self) -> &'a [u8; HANDSHAKE_NONCE_LEN] {
+                &self.header.prefix.nonce
+            }
+
+            /// When the message stops being valid, in unix seconds.
+            pub fn expires(&self) -> u64 {
+                self.header.expires.get()
+            }
+
+            /// SHA-256 of the signer's ML-DSA-65 public key.
+            pub fn fingerprint(&self) -> &'a [u8; FINGERPRINT_LEN] {
+                &self.header.fingerprint
+            }
+
+            #[doc = concat!("The realm and taints of the ", $what, "'s sender.")]
+            pub fn membership(&self) -> &Membership {
+                &self.membership
+            }
+
+            /// Every byte the signature covers.
+            pub fn signed_part(&self) -> &'a [u8] {
+                &self.bytes[..self.bytes.len() - SIGNATURE_LEN]
+            }
+
+            /// The ML-DSA-65 signature.
+            pub fn signature(&self) -> &'a [u8; SIGNATURE_LEN] {
+                self.signature
+            }
+
+            /// The whole message.
+            pub fn as_bytes(&self) -> &'a [u8] {
+                self.bytes
+            }
+        }
+
+        impl fmt::Debug for $name<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("stream_id", &self.stream_id())
+                    .field("initiator", &self.initiator())
+                    .field("responder", &self.responder())
+                    .field("expires", &self.expires())
+                    .field("membership", &self.membership)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
 }
 
+signed_message!(
+    /// A checked view of an init message.
+    HandshakeInit,
+    InitHeader,
+    "init"
+);
+
 impl<'a> HandshakeInit<'a> {
-    /// Checks untrusted bytes; the whole slice must be exactly one init.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let (header, membership, signature) = parse_message(bytes)?;
-        Ok(Self {
-            bytes,
-            header,
-            membership,
-            signature,
-        })
-    }
-
-    /// The stream this handshake sets up.
-    pub fn stream_id(&self) -> StreamId {
-        self.header.prefix.stream_id
-    }
-
-    /// The stream's source, which sent this init.
-    pub fn initiator(&self) -> NodeId {
-        self.header.prefix.initiator
-    }
-
-    /// The stream's destination.
-    pub fn responder(&self) -> NodeId {
-        self.header.prefix.responder
-    }
-
-    /// The initiator's random nonce.
-    pub fn nonce(&self) -> &'a [u8; HANDSHAKE_NONCE_LEN] {
-        &self.header.prefix.nonce
-    }
-
-    /// When the message stops being valid, in unix seconds.
-    pub fn expires(&self) -> u64 {
-        self.header.expires.get()
-    }
-
-    /// SHA-256 of the signer's ML-DSA-65 public key.
-    pub fn fingerprint(&self) -> &'a [u8; FINGERPRINT_LEN] {
-        &self.header.fingerprint
-    }
-
     /// The ML-KEM-768 ciphertext encapsulated to the responder's key.
     pub fn ciphertext(&self) -> &'a [u8; KEM_CIPHERTEXT_LEN] {
         &self.header.ciphertext
-    }
-
-    /// The initiator's realm and taints.
-    pub fn membership(&self) -> &Membership {
-        &self.membership
-    }
-
-    /// Every byte the signature covers.
-    pub fn signed_part(&self) -> &'a [u8] {
-        &self.bytes[..self.bytes.len() - SIGNATURE_LEN]
-    }
-
-    /// The ML-DSA-65 signature.
-    pub fn signature(&self) -> &'a [u8; SIGNATURE_LEN] {
-        self.signature
-    }
-
-    /// The whole message.
-    pub fn as_bytes(&self) -> &'a [u8] {
-        self.bytes
     }
 
     /// The fields, to emit the same message again.
@@ -385,18 +412,6 @@ impl<'a> HandshakeInit<'a> {
             ciphertext: self.ciphertext(),
             membership: &self.membership,
         }
-    }
-}
-
-impl fmt::Debug for HandshakeInit<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandshakeInit")
-            .field("stream_id", &self.stream_id())
-            .field("initiator", &self.initiator())
-            .field("responder", &self.responder())
-            .field("expires", &self.expires())
-            .field("membership", &self.membership)
-            .finish_non_exhaustive()
     }
 }
 
@@ -447,79 +462,17 @@ impl InitRepr<'_> {
     }
 }
 
-/// A checked view of an accept message.
-pub struct HandshakeAccept<'a> {
-    bytes: &'a [u8],
-    header: &'a AcceptHeader,
-    membership: Membership,
-    signature: &'a [u8; SIGNATURE_LEN],
-}
+signed_message!(
+    /// A checked view of an accept message.
+    HandshakeAccept,
+    AcceptHeader,
+    "accept"
+);
 
 impl<'a> HandshakeAccept<'a> {
-    /// Checks untrusted bytes; the whole slice must be exactly one accept.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let (header, membership, signature) = parse_message(bytes)?;
-        Ok(Self {
-            bytes,
-            header,
-            membership,
-            signature,
-        })
-    }
-
-    /// The stream this handshake sets up.
-    pub fn stream_id(&self) -> StreamId {
-        self.header.prefix.stream_id
-    }
-
-    /// The stream's source.
-    pub fn initiator(&self) -> NodeId {
-        self.header.prefix.initiator
-    }
-
-    /// The stream's destination, which sent this accept.
-    pub fn responder(&self) -> NodeId {
-        self.header.prefix.responder
-    }
-
-    /// The responder's random nonce.
-    pub fn nonce(&self) -> &'a [u8; HANDSHAKE_NONCE_LEN] {
-        &self.header.prefix.nonce
-    }
-
     /// SHA-256 of the whole init this accept answers.
     pub fn init_hash(&self) -> &'a [u8; TRANSCRIPT_HASH_LEN] {
         &self.header.init_hash
-    }
-
-    /// When the message stops being valid, in unix seconds.
-    pub fn expires(&self) -> u64 {
-        self.header.expires.get()
-    }
-
-    /// SHA-256 of the signer's ML-DSA-65 public key.
-    pub fn fingerprint(&self) -> &'a [u8; FINGERPRINT_LEN] {
-        &self.header.fingerprint
-    }
-
-    /// The responder's realm and taints.
-    pub fn membership(&self) -> &Membership {
-        &self.membership
-    }
-
-    /// Every byte the signature covers.
-    pub fn signed_part(&self) -> &'a [u8] {
-        &self.bytes[..self.bytes.len() - SIGNATURE_LEN]
-    }
-
-    /// The ML-DSA-65 signature.
-    pub fn signature(&self) -> &'a [u8; SIGNATURE_LEN] {
-        self.signature
-    }
-
-    /// The whole message.
-    pub fn as_bytes(&self) -> &'a [u8] {
-        self.bytes
     }
 
     /// The fields, to emit the same message again.
@@ -534,18 +487,6 @@ impl<'a> HandshakeAccept<'a> {
             fingerprint: *self.fingerprint(),
             membership: &self.membership,
         }
-    }
-}
-
-impl fmt::Debug for HandshakeAccept<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandshakeAccept")
-            .field("stream_id", &self.stream_id())
-            .field("initiator", &self.initiator())
-            .field("responder", &self.responder())
-            .field("expires", &self.expires())
-            .field("membership", &self.membership)
-            .finish_non_exhaustive()
     }
 }
 
