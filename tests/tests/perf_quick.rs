@@ -1,0 +1,153 @@
+//! `conflux-perf --quick` (what `perf/run --quick` runs after building) on the binaries
+//! the suite built: it must finish, measure the bare veth path and Conflux direct and
+//! relayed in every repetition, give sane non-zero figures, write the report and charts,
+//! and leave no namespace behind. No figure is compared with a threshold: speed is for
+//! the report, not for a test.
+//!
+//! Needs root, /dev/net/tun, `ip`, `ping` and `iperf3` (tests/setup.sh installs them).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conflux_perf::harness::report::{BEGIN, END};
+use conflux_perf::harness::results::{RunResult, Sample};
+use conflux_perf::harness::systems::Role;
+use conflux_perf::harness::topology::Shape;
+use conflux_tests::bins::workspace_bin;
+
+/// Only guards against a hang; the quick run takes a few minutes.
+const HANG: Duration = Duration::from_secs(20 * 60);
+
+fn check_sample(name: &str, s: &Sample, ping_count: usize) {
+    let ctx = format!("{name}, repetition {}: {s:?}", s.rep + 1);
+    for (what, v) in [
+        ("TCP -P1", s.tcp1_gbps),
+        ("TCP -P4", s.tcp4_gbps),
+        ("UDP", s.udp_gbps),
+    ] {
+        assert!(v.is_finite() && v > 0.0, "{what} throughput: {ctx}");
+    }
+    for (what, l) in [("idle", s.ping_idle), ("loaded", s.ping_loaded)] {
+        assert!(
+            l.samples > 0 && l.samples + l.lost == ping_count,
+            "{what} ping count: {ctx}"
+        );
+        assert!(
+            l.p50_ms > 0.0 && l.p50_ms <= l.p99_ms,
+            "{what} ping percentiles: {ctx}"
+        );
+    }
+    assert!(
+        s.cpu.total() > 0.0 && s.cpu.iperf > 0.0,
+        "CPU per GB: {ctx}"
+    );
+    assert!(!s.udp_trials.is_empty(), "UDP search: {ctx}");
+}
+
+#[test]
+fn perf_quick_measures_conflux_and_the_ceiling() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the perf run needs root");
+    let out = tempfile::tempdir().expect("temp dir");
+    let log_path = out.path().join("conflux-perf.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(workspace_bin("conflux-perf"))
+        .args(["--quick", "--out"])
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("starting conflux-perf");
+    let tag = format!("cx{:x}", child.id());
+    let deadline = Instant::now() + HANG;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("conflux-perf --quick still running after {HANG:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "conflux-perf --quick failed:\n{stderr}");
+
+    let text = std::fs::read_to_string(out.path().join("results.json")).expect("results.json");
+    let run: RunResult = serde_json::from_str(&text).expect("results.json parses");
+    assert!(run.params.quick && run.params.reps >= 1);
+    let names: Vec<(&str, Role, Shape)> = run
+        .systems
+        .iter()
+        .map(|s| (s.name.as_str(), s.role, s.shape))
+        .collect();
+    assert!(
+        names.iter().all(|&(_, role, _)| role != Role::Peer),
+        "quick mode measures no peers: {names:?}"
+    );
+    for want in [
+        (Role::Ceiling, Shape::Pair),
+        (Role::Conflux, Shape::Pair),
+        (Role::Conflux, Shape::Relay),
+    ] {
+        assert!(
+            names.iter().any(|&(_, r, s)| (r, s) == want),
+            "no {want:?} system in {names:?}"
+        );
+    }
+    for s in &run.systems {
+        assert_eq!(s.skipped, None, "{} was skipped", s.name);
+        assert!(
+            s.failures.is_empty(),
+            "{} failed: {:?}\n{stderr}",
+            s.name,
+            s.failures
+        );
+        assert_eq!(s.samples.len(), run.params.reps, "{}", s.name);
+        for sample in &s.samples {
+            check_sample(&s.name, sample, run.params.ping_count);
+            match s.role {
+                // No tunnel: nothing of its own to hold memory or CPU.
+                Role::Ceiling => assert!(sample.rss.is_empty() && sample.cpu.tunnel == 0.0),
+                _ => {
+                    let nodes = if s.shape == Shape::Relay { 3 } else { 2 };
+                    assert_eq!(sample.rss.len(), nodes, "{}: {sample:?}", s.name);
+                    assert!(
+                        sample.rss.iter().all(|n| n.mib > 0.0),
+                        "{}: {sample:?}",
+                        s.name
+                    );
+                    assert!(sample.cpu.tunnel > 0.0, "{}: {sample:?}", s.name);
+                }
+            }
+        }
+    }
+
+    let report = std::fs::read_to_string(out.path().join("RESULTS.md")).expect("RESULTS.md");
+    assert!(report.contains(BEGIN) && report.contains(END), "{report}");
+    for s in &run.systems {
+        assert!(
+            report.contains(&format!("| {} |", s.name)),
+            "{} not in the report",
+            s.name
+        );
+    }
+    for chart in ["throughput", "latency", "cpu"] {
+        let png = std::fs::read(out.path().join(format!("charts/{chart}.png"))).expect(chart);
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+            "{chart}.png"
+        );
+    }
+
+    let left = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.lines().any(|l| l.starts_with(&format!("{tag}-"))),
+        "namespaces left behind: {left}"
+    );
+}
