@@ -38,9 +38,10 @@ dp() { # node host
     pids+=($!)
 }
 dp a 1; dp b 2; dp r 3
-# A second overlay address pair routed through R: 100.64.1.0/24 on B's side.
-ip -n ${tag}b addr add 100.64.1.2/32 dev cfx0
 sleep 1
+# A second overlay address on B, reached through R.
+ip -n ${tag}b addr add 100.64.1.2/32 dev cfx0
+ip -n ${tag}a route add 100.64.1.0/24 dev cfx0
 s="socket = \"$dir/%s.sock\"\n"
 st() { printf '[[stream]]\nid = "%s"\ndirection = "%s"\nlabel = %s\npeer = "%s"\nsecret = "%s"\n' "$@"; }
 K1=$(printf '1%.0s' {1..64}); K2=$(printf '2%.0s' {1..64}); K3=$(printf '3%.0s' {1..64})
@@ -70,8 +71,8 @@ K1=$(printf '1%.0s' {1..64}); K2=$(printf '2%.0s' {1..64}); K3=$(printf '3%.0s' 
 } >"$dir/r.toml"
 for n in a b r; do "$bin" static --config "$dir/$n.toml" >"$dir/drv-$n.log" 2>&1 & pids+=($!); done
 sleep 1
-ip netns exec ${tag}a ping -c 2 -W 2 100.64.0.2 >/dev/null
-ip netns exec ${tag}a ping -c 2 -W 2 -I 100.64.0.1 100.64.1.2 >/dev/null
+ip netns exec ${tag}a ping -c 2 -W 2 100.64.0.2 >/dev/null || { echo "overlay A→B does not answer" >&2; cat "$dir"/*.log >&2; exit 1; }
+ip netns exec ${tag}a ping -c 2 -W 2 -I 100.64.0.1 100.64.1.2 >/dev/null || { echo "overlay A→R→B does not answer" >&2; exit 1; }
 
 run() { # label server-addr [bind]
     ip netns exec ${tag}b iperf3 -s -1 -p 5301 -D >/dev/null 2>&1; sleep 0.3
