@@ -15,7 +15,8 @@ pub mod cpu_time {
     /// CPU time consumed by the calling thread.
     pub struct ThreadCpuTime;
 
-    fn now() -> Duration {
+    /// CPU time the calling thread has consumed so far.
+    pub fn now() -> Duration {
         let t = clock_gettime(ClockId::ThreadCPUTime);
         Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
     }
