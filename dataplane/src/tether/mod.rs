@@ -278,7 +278,7 @@ impl Tether {
         self.cfg.certificate.fingerprint()
     }
 
-    fn close(&mut self, reason: CloseReason) {
+    fn end(&mut self, reason: CloseReason) {
         if matches!(self.state, TetherState::Closed(_)) {
             return;
         }
@@ -287,14 +287,14 @@ impl Tether {
     }
 
     /// Closes the tether: a DTLS close_notify and an SCTP ABORT go out with the next polls.
-    pub fn close_now(&mut self) {
+    pub fn close(&mut self) {
         if self.sealer.is_some() {
             self.close_alert_due = true;
         }
         if let Some(a) = self.assoc.as_mut() {
             a.abort();
         }
-        self.close(CloseReason::Local);
+        self.end(CloseReason::Local);
     }
 
     /// Processes one received datagram, decrypting in place; returns its messages.
@@ -327,12 +327,12 @@ impl Tether {
             if !self.dtls_started {
                 self.dtls_started = true;
                 if self.dtls.start(now).is_err() {
-                    self.close(CloseReason::HandshakeFailed);
+                    self.end(CloseReason::HandshakeFailed);
                 }
             }
         }
         if self.ice.failed() && self.state == TetherState::Connecting {
-            self.close(CloseReason::IceFailed);
+            self.end(CloseReason::IceFailed);
         }
     }
 
@@ -417,15 +417,15 @@ impl Tether {
             self.finish_dtls(now);
         }
         if self.dtls.fingerprint_mismatch() {
-            self.close(CloseReason::FingerprintMismatch);
+            self.end(CloseReason::FingerprintMismatch);
         } else if r.fatal {
-            self.close(if self.dtls.is_complete() {
+            self.end(if self.dtls.is_complete() {
                 CloseReason::PeerClosed
             } else {
                 CloseReason::HandshakeFailed
             });
         } else if r.peer_closed {
-            self.close(CloseReason::PeerClosed);
+            self.end(CloseReason::PeerClosed);
         }
         if r.rejected {
             self.counters.bad_records += 1;
@@ -453,7 +453,7 @@ impl Tether {
 
     fn finish_dtls(&mut self, now: Instant) {
         let Some(state) = self.dtls.state() else {
-            self.close(CloseReason::HandshakeFailed);
+            self.end(CloseReason::HandshakeFailed);
             return;
         };
         let matches = state
@@ -461,13 +461,13 @@ impl Tether {
             .first()
             .is_some_and(|c| Fingerprint::of_der(c) == self.cfg.expected_fingerprint);
         if !matches {
-            self.close(CloseReason::FingerprintMismatch);
+            self.end(CloseReason::FingerprintMismatch);
             return;
         }
         let keys = match keys::export_session_keys(state) {
             Ok(k) => k,
             Err(_) => {
-                self.close(CloseReason::KeyExport);
+                self.end(CloseReason::KeyExport);
                 return;
             }
         };
@@ -487,7 +487,7 @@ impl Tether {
             streams,
         ) {
             Ok(s) => self.sctp_setup = Some(s),
-            Err(_) => self.close(CloseReason::HandshakeFailed),
+            Err(_) => self.end(CloseReason::HandshakeFailed),
         }
     }
 
@@ -501,7 +501,7 @@ impl Tether {
         let assoc = self.assoc.as_mut()?;
         let r = assoc.handle_packet(now, packet);
         if assoc.end().is_some() {
-            self.close(CloseReason::PeerEnded);
+            self.end(CloseReason::PeerEnded);
         }
         match r {
             Ok(i) => {
@@ -566,7 +566,7 @@ impl Tether {
                     self.counters.bytes_sent += p.len as u64;
                 }
                 Err(_) => {
-                    self.close(CloseReason::Exhausted);
+                    self.end(CloseReason::Exhausted);
                     summary.refused += batch.len() - summary.sent;
                     return summary;
                 }
@@ -620,7 +620,7 @@ impl Tether {
         self.ice.handle_timeout(now);
         self.after_ice(now);
         if self.dtls.handle_timeout(now).is_err() && !self.dtls.is_complete() {
-            self.close(CloseReason::HandshakeFailed);
+            self.end(CloseReason::HandshakeFailed);
         }
         if let Some(s) = self.sctp_setup.as_mut() {
             s.handle_timeout(now);
@@ -630,7 +630,7 @@ impl Tether {
         }
         match self.state {
             TetherState::Connecting if now >= self.created + self.cfg.setup_timeout => {
-                self.close(CloseReason::SetupTimeout);
+                self.end(CloseReason::SetupTimeout);
             }
             TetherState::Up if !self.dead && now >= self.last_recv + self.cfg.dead_after => {
                 self.dead = true;
