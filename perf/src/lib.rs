@@ -3,3 +3,4 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod harness;
+pub mod sim;

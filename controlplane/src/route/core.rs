@@ -16,11 +16,16 @@ use super::{
 };
 
 /// A route's weights count as changed when one moves by more than this many units.
-const WEIGHT_EPSILON: u16 = 20;
+const WEIGHT_EPSILON: u16 = 50;
 /// A published estimate is repeated in a delta when its cost moved by more than this fraction.
 const ADVERTISE_RELATIVE: f64 = 0.05;
 /// ... or by more than this many microseconds.
 const ADVERTISE_ABSOLUTE_US: f64 = 500.0;
+/// The advertised path changes only for one cheaper by this fraction ...
+const ADVERTISE_SWITCH: f64 = 0.1;
+/// ... and by this many microseconds: every change is a new route set-up for the sources
+/// that use it.
+const ADVERTISE_SWITCH_US: f64 = 1_000.0;
 
 /// What the router ignored or did, for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,6 +91,8 @@ pub struct Router {
     last_publish: Option<Instant>,
     publications: u64,
     new_wants: bool,
+    /// Destinations to publish next time even if unchanged (a neighbour just asked).
+    repeat: BTreeSet<NodeId>,
     asked_regions: BTreeSet<NodeId>,
     counters: RouterCounters,
 }
@@ -111,6 +118,7 @@ impl Router {
             last_publish: None,
             publications: 0,
             new_wants: false,
+            repeat: BTreeSet::new(),
             asked_regions: BTreeSet::new(),
             counters: RouterCounters::default(),
         }
@@ -258,13 +266,21 @@ impl Router {
         }
         nb.last_sequence = Some(msg.sequence);
         for w in &msg.wants {
-            if w.destination != self.me {
-                nb.wants
-                    .insert(w.destination, (w.radius, now + self.cfg.want_ttl));
-                if !self.dests.contains_key(&w.destination) {
-                    self.dests.entry(w.destination).or_default();
-                    self.new_wants = true;
-                }
+            if w.destination == self.me {
+                continue;
+            }
+            let fresh = nb
+                .wants
+                .insert(w.destination, (w.radius, now + self.cfg.want_ttl))
+                .is_none();
+            if fresh {
+                // The neighbour has not heard this destination from us: repeat it soon
+                // rather than at the next full publication.
+                self.repeat.insert(w.destination);
+            }
+            if !self.dests.contains_key(&w.destination) {
+                self.dests.entry(w.destination).or_default();
+                self.new_wants = true;
             }
         }
         let mentioned: BTreeSet<NodeId> = msg.entries.iter().map(|e| e.destination).collect();
@@ -285,7 +301,7 @@ impl Router {
                 c.est.learn(now, self.cfg.confidence_half_life, t, c_y);
             }
         }
-        if self.new_wants {
+        if self.new_wants || !self.repeat.is_empty() {
             self.schedule_trigger(now);
         }
         self.flush(now);
@@ -516,9 +532,7 @@ impl Router {
             if self.local_wants.contains(&d) {
                 self.decide(now, d, false);
             }
-            let adv = self
-                .advertisement(now, d)
-                .map(|(cost, path, _)| (cost, path));
+            let adv = self.advertisement(d).map(|(cost, path, _)| (cost, path));
             let old = self.dests.get(&d).and_then(|x| x.advertised.as_ref());
             trigger |= match (old, &adv) {
                 (Some(o), Some(a)) => o.1 != a.1,
@@ -644,20 +658,6 @@ impl Router {
             })
             .collect();
         paths.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.path.cmp(&b.path)));
-        // The cheapest unused path stays set up as a standby, so failing over is a weight
-        // change in the data plane rather than a new route set-up.
-        if !paths.is_empty() && paths.len() < MAX_NEXT_HOPS {
-            let standby = all_costs()
-                .filter(|c| !output.iter().any(|o| o.0 == c.0))
-                .min_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some(s) = standby {
-                paths.push(WeightedPath {
-                    path: dest.via[&s.0].path.clone(),
-                    weight: 0,
-                    cost_us: clamp_us(s.1),
-                });
-            }
-        }
         RouteDecision {
             destination: d,
             paths,
@@ -666,7 +666,7 @@ impl Router {
 
     /// What this node advertises for `d`: its cheapest usable path, kept until another is
     /// clearly cheaper so neighbours' routes do not churn. `(cost, path, confidence)`.
-    fn advertisement(&self, now: Instant, d: NodeId) -> Option<(f64, Vec<NodeId>, f64)> {
+    fn advertisement(&self, d: NodeId) -> Option<(f64, Vec<NodeId>, f64)> {
         let dest = self.dests.get(&d)?;
         let best = dest
             .via
@@ -681,10 +681,15 @@ impl Router {
                 .get(&p[0])
                 .filter(|c| c.path == *p && self.usable(p[0], c))?;
             let cost = self.cost(p[0], c);
-            (best.0 >= cost * (1.0 - weights::HYSTERESIS)).then_some((cost, c, p[0]))
+            let clearly_cheaper =
+                best.0 < cost * (1.0 - ADVERTISE_SWITCH) && best.0 < cost - ADVERTISE_SWITCH_US;
+            (!clearly_cheaper).then_some((cost, c, p[0]))
         });
         let (cost, c, via) = kept.unwrap_or(best);
-        Some((cost, c.path.clone(), self.confidence(now, d, via, c)))
+        // The confidence of the last update, not decayed by its age: age is this node's
+        // own concern, and decaying at every hop would compound along the path.
+        let conf = if via == d { 1.0 } else { c.est.conf };
+        Some((cost, c.path.clone(), conf))
     }
 
     fn publish(&mut self, now: Instant, full: bool) {
@@ -696,10 +701,11 @@ impl Router {
         let mut entries = Vec::new();
         let ds: Vec<NodeId> = self.dests.keys().copied().collect();
         for d in ds {
-            let adv = self.advertisement(now, d);
+            let adv = self.advertisement(d);
             let dest = self.dests.get_mut(&d).unwrap_or_else(|| unreachable!());
             let send = match (&dest.advertised, &adv) {
                 _ if full => adv.is_some(),
+                (_, Some(_)) if self.repeat.contains(&d) => true,
                 (None, None) => false,
                 (Some(o), Some(a)) => {
                     o.1 != a.1
@@ -733,6 +739,7 @@ impl Router {
             Vec::new()
         };
         self.new_wants = false;
+        self.repeat.clear();
         self.sequence += 1;
         self.publications += 1;
         self.counters.publications += 1;

@@ -172,7 +172,7 @@ impl Telemetry {
 pub struct WeightedPath {
     /// The hops after this node, ending at the destination; `path[0]` is the next hop.
     pub path: Vec<NodeId>,
-    /// Share of flows out of [`WEIGHT_TOTAL`]; zero keeps the path set up as a standby.
+    /// Share of flows out of [`WEIGHT_TOTAL`], at least 1.
     pub weight: u16,
     /// The estimated delivery cost over this path, microseconds.
     pub cost_us: u32,

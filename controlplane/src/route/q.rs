@@ -13,13 +13,20 @@
 //! best estimate `t = min_z Q_y(d, z)` with confidence `C_y`, for the same path as before:
 //!
 //! ```text
-//! η        = C_y · max(η₀, 1 − C_x)                 (η₀ = ETA_BASE = 0.5)
+//! η        = C_y · max(η₀, 1 − C_x(now))            (η₀ = ETA_BASE = 0.5)
 //! T_x(d,y) ← T_x(d,y) + η · (t − T_x(d,y))
-//! C_x      ← C_x + η · (C_y − C_x)
+//! C_x      ← C_y
 //! ```
 //!
-//! and `C_x` decays with age, halving every [`super::RouterConfig::confidence_half_life`]:
-//! `C_x(now) = C_x · 2^(−age / half_life)`.
+//! where `C_x` decays with the time since its last update, halving every
+//! [`super::RouterConfig::confidence_half_life`]: `C_x(now) = C_x · 2^(−age / half_life)`.
+//! A neighbour repeats its estimates at least every publish interval (a delta that leaves an
+//! entry out repeats it unchanged), so a confidence falls only when the neighbour goes quiet
+//! or its own estimate was unsure. The neighbour vouches for its estimate, so `C_x` takes
+//! `C_y` rather than blending towards it as confidence-based Q-routing does per packet:
+//! blending at every hop of a path would compound into low confidence for any distant
+//! destination. Nodes advertise the stored confidence, not the decayed one, for the same
+//! reason.
 //!
 //! This is Boyan & Littman's Q-routing update, `Q ← Q + η (q + s + t − Q)`, with the
 //! per-packet sample `q + s` (queueing and transmission at `x`) replaced by the link cost the
@@ -182,10 +189,9 @@ impl Estimate {
 
     /// Applies the update rule for neighbour estimate `t_us` with confidence `c_y`.
     pub fn learn(&mut self, now: Instant, half_life: Duration, t_us: f64, c_y: f64) {
-        let c_x = self.confidence(now, half_life);
         let eta = self.eta(now, half_life, c_y);
         self.t_us += eta * (t_us - self.t_us);
-        self.conf = c_x + eta * (c_y.clamp(0.0, 1.0) - c_x);
+        self.conf = c_y.clamp(0.0, 1.0);
         self.at = now;
     }
 
