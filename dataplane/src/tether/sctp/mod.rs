@@ -36,7 +36,8 @@ pub struct AssocConfig {
     pub sack_every: u32,
     /// Longest a received DATA chunk waits for its SACK.
     pub sack_delay: Duration,
-    /// A message unacknowledged this long is abandoned (raised to 2×RTT).
+    /// A message unacknowledged this long is abandoned (raised to 2×RTT). Longer than the
+    /// 200 ms a peer may delay its SACK (RFC 9260 §6.2), so a late SACK is not a loss.
     pub abandon_after: Duration,
     /// Least reordering tolerated before a missing message counts as lost.
     pub reorder_window: Duration,
@@ -53,7 +54,7 @@ impl Default for AssocConfig {
         Self {
             sack_every: 2,
             sack_delay: Duration::from_millis(20),
-            abandon_after: Duration::from_millis(200),
+            abandon_after: Duration::from_millis(400),
             reorder_window: Duration::from_millis(1),
             heartbeat_interval: Duration::from_millis(250),
             max_in_flight: 8 << 20,
