@@ -349,7 +349,8 @@ mod tests {
         let guardian = SigningKey::generate();
         let keys = [GuardianKey::new(guardian.verifying_key().clone())];
         let node = NodeIdentity::generate();
-        let cases: [(&str, fn(&mut NodeCertificate)); 5] = [
+        type Mutation = fn(&mut NodeCertificate);
+        let cases: [(&str, Mutation); 5] = [
             ("node id", |c| c.node_id.truncate(3)),
             ("realm", |c| c.realm = "Bad Realm".into()),
             ("taints", |c| c.taints = vec!["UPPER".into()]),
