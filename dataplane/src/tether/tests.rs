@@ -66,6 +66,8 @@ struct Pair {
     rng: Rng,
     /// Drop everything B sends (a dead path).
     cut_b_to_a: bool,
+    /// Drop everything A sends.
+    cut_a_to_b: bool,
     got_a: Vec<(u16, Vec<u8>)>,
     got_b: Vec<(u16, Vec<u8>)>,
     events_a: Vec<TetherEvent>,
@@ -114,6 +116,7 @@ impl Pair {
             net,
             rng: Rng(0x9e37_79b9_7f4a_7c15),
             cut_b_to_a: false,
+            cut_a_to_b: false,
             got_a: Vec::new(),
             got_b: Vec::new(),
             events_a: Vec::new(),
@@ -123,7 +126,12 @@ impl Pair {
     }
 
     fn put(&mut self, to_b: bool, data: Vec<u8>) {
-        if self.rng.chance(self.net.loss) || (!to_b && self.cut_b_to_a) {
+        let cut = if to_b {
+            self.cut_a_to_b
+        } else {
+            self.cut_b_to_a
+        };
+        if self.rng.chance(self.net.loss) || cut {
             return;
         }
         let jitter = if self.net.jitter.is_zero() {
@@ -433,6 +441,61 @@ fn dead_path_is_noticed_and_revival_reported() {
         p.events_a.contains(&TetherEvent::Revived)
     });
     assert!(!p.a.telemetry().dead);
+}
+
+/// Known failure modes of other stacks (DESIGN §11): slow window growth, and a burst of
+/// stale messages after an outage. The tether has no slow start, never queues and never
+/// retransmits, so neither can happen.
+#[test]
+fn full_rate_from_the_start_and_no_late_burst_after_an_outage() {
+    let (a, b) = configs(false);
+    let mut p = Pair::new(a, b, CLEAN);
+    p.connect();
+    // 2,000 messages (2.4 MB) accepted at once, before any SACK: no slow start.
+    let mut bufs: Vec<Vec<u8>> = (0..2000)
+        .map(|_| vec![0u8; HEADROOM + 1200 + TAILROOM])
+        .collect();
+    let mut batch: Vec<OutPacket<'_>> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| {
+            fill(&mut b[HEADROOM..HEADROOM + 1200], i as u64);
+            OutPacket {
+                buf: b,
+                len: 1200,
+                flow: i as u32,
+                datagram_len: 0,
+            }
+        })
+        .collect();
+    assert_eq!(p.a.send_batch(p.now, &mut batch).sent, 2000);
+    let out: Vec<Vec<u8>> = batch
+        .iter()
+        .map(|o| o.buf[..o.datagram_len].to_vec())
+        .collect();
+    drop(batch);
+    for d in out {
+        p.put(true, d);
+    }
+    p.run_until(Duration::from_secs(1), |p| p.got_b.len() == 2000);
+    assert_eq!(p.got_b.len(), 2000);
+    // An outage: what is sent meanwhile is lost, and stays lost.
+    p.cut_a_to_b = true;
+    p.send_numbered(true, 2000, 500, 1200);
+    p.run_until(Duration::from_secs(1), |_| false);
+    p.cut_a_to_b = false;
+    p.run_until(Duration::from_secs(1), |_| false);
+    p.send_numbered(true, 2500, 100, 1200);
+    p.run_until(Duration::from_secs(1), |p| p.got_b.len() == 2100);
+    let ids: Vec<u64> = p.got_b.iter().map(|(_, m)| check(m, 1200)).collect();
+    assert_eq!(ids.len(), 2100);
+    assert!(
+        ids.iter().all(|&i| !(2000..2500).contains(&i)),
+        "stale messages delivered"
+    );
+    p.run_until(Duration::from_millis(500), |_| false);
+    let t = p.a.telemetry();
+    assert_eq!((t.packets_lost, t.in_flight_packets), (500, 0));
 }
 
 #[test]
