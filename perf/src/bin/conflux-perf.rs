@@ -39,6 +39,10 @@ struct Args {
     /// The boringtun binary (default: target/perf-tools/bin/boringtun-cli, else PATH).
     #[arg(long)]
     boringtun: Option<PathBuf>,
+    /// An extra argument for every `conflux-dataplane run` (repeat for several, e.g.
+    /// `--dataplane-arg=--workers --dataplane-arg=1`).
+    #[arg(long, allow_hyphen_values = true)]
+    dataplane_arg: Vec<String>,
     /// List the systems and whether each can run here, then exit.
     #[arg(long)]
     list: bool,
@@ -66,16 +70,16 @@ fn main() -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)?;
             }
             std::fs::write(&json, serde_json::to_string_pretty(&result)?)?;
+            eprintln!("figures: {}", json.display());
             result
         }
     };
     write_report(&args.out, &result)?;
     print_summary(&result);
     eprintln!(
-        "report: {}  charts: {}  figures: {}",
+        "report: {}  charts: {}",
         args.out.join("RESULTS.md").display(),
         args.out.join("charts").display(),
-        json.display()
     );
     Ok(())
 }
@@ -98,6 +102,7 @@ fn measure(args: &Args) -> anyhow::Result<Option<RunResult>> {
             .boringtun
             .clone()
             .unwrap_or_else(|| run::default_boringtun(workspace)),
+        dataplane_args: args.dataplane_arg.clone(),
     };
     let mut params = if args.quick {
         Params::quick()
@@ -132,7 +137,15 @@ fn measure(args: &Args) -> anyhow::Result<Option<RunResult>> {
         "no system matches --only {:?}",
         args.only
     );
-    run::run(&chosen, &env, &params).map(Some)
+    let result = run::run(&chosen, &env, &params)?;
+    if result.systems.iter().any(|s| !s.failures.is_empty()) {
+        let kept = scratch.keep();
+        eprintln!(
+            "logs and reports of the failed repetitions: {}",
+            kept.display()
+        );
+    }
+    Ok(Some(result))
 }
 
 fn write_report(out: &Path, result: &RunResult) -> anyhow::Result<()> {

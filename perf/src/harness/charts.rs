@@ -170,7 +170,7 @@ fn bars(
     let height = 150 + ROW_PX * n as u32 + 30 * series.len() as u32;
     let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
-    let (header, body) = root.split_vertically(80);
+    let (header, body) = root.split_vertically(115);
     header
         .draw(&Text::new(
             title,
@@ -185,6 +185,7 @@ fn bars(
             (FONT, 16).into_font().color(&RGBColor(90, 90, 90)),
         ))
         .map_err(draw_err)?;
+    legend(&header, series, (20, 84))?;
 
     let mut chart = ChartBuilder::on(&body)
         .margin_right(30)
@@ -231,25 +232,35 @@ fn bars(
                 value_font.clone().pos(Pos::new(HPos::Left, VPos::Center)),
             ));
         }
-        chart
-            .draw_series(rects)
-            .map_err(draw_err)?
-            .label(s.label)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 7), (x + 18, y + 7)], color.filled()));
+        chart.draw_series(rects).map_err(draw_err)?;
         chart.draw_series(whiskers).map_err(draw_err)?;
         chart.draw_series(labels).map_err(draw_err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 16))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_err)?;
 
     draw_names(&body, &chart, ran, x_lo)?;
     root.present().map_err(draw_err)?;
+    Ok(())
+}
+
+/// One line of legend: a colour swatch and the series label, left to right from `at`.
+fn legend(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    series: &[Series],
+    at: (i32, i32),
+) -> anyhow::Result<()> {
+    let font = TextStyle::from((FONT, 16).into_font());
+    let (mut x, y) = at;
+    for s in series {
+        area.draw(&Rectangle::new(
+            [(x, y), (x + 18, y + 14)],
+            s.color.filled(),
+        ))
+        .map_err(draw_err)?;
+        area.draw(&Text::new(s.label, (x + 26, y - 1), font.clone()))
+            .map_err(draw_err)?;
+        let (w, _) = area.estimate_text_size(s.label, &font).map_err(draw_err)?;
+        x += 26 + w as i32 + 30;
+    }
     Ok(())
 }
 

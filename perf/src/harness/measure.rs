@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::daemon::Daemon;
-use super::iperf::{Client, Received};
-use super::netns::Netns;
+use super::iperf::{self, Received};
 use super::ping::{self, Latency};
 use super::procfs::{KernelTicks, ProcStat, clk_tck, load_average, rss_kib};
 use super::results::{CpuPerGb, NodeRss, Params, Sample, UdpTrial};
-use super::shell::{Shell, quiet};
+use super::shell::Shell;
 use super::systems::{Env, System};
 use super::topology::Topology;
 
@@ -66,28 +65,25 @@ pub fn repetition(
         thread::sleep(Duration::from_millis(100));
     }
     let commands = sh.into_log();
-    let server = start_server(&topo.b, &dir)?;
 
     let interval = Duration::from_secs_f64(params.ping_interval_ms / 1e3);
     let ping_idle = ping::ping(&topo.a, target, params.ping_count, interval)?;
 
     let drops_before = rcvbuf_errors(&topo)?;
-    let (tcp1, cpu, ()) = tcp(&topo, &server, target, params.tcp_secs, 1, &dir, || ())?;
+    let (tcp1, cpu, ()) = tcp(&topo, target, params.tcp_secs, 1, &dir, || ())?;
     let half = Duration::from_secs_f64(params.tcp_secs / 2.0);
-    let (tcp4, _, rss) = tcp(&topo, &server, target, params.tcp_secs, 4, &dir, || {
+    let (tcp4, _, rss) = tcp(&topo, target, params.tcp_secs, 4, &dir, || {
         thread::sleep(half);
         node_rss(&topo)
     })?;
     let ping_loaded = loaded_ping(&topo, target, params, interval, &dir)?;
     let drops = rcvbuf_errors(&topo)?.saturating_sub(drops_before);
 
-    let (udp_gbps, udp_trials) = udp_search(&topo.a, target, tcp1.bits_per_second, params, &dir)?;
+    let (udp_gbps, udp_trials) = udp_search(&topo, target, tcp1.bits_per_second, params, &dir)?;
     for d in &mut tunnel.daemons {
         d.check_running()?;
     }
-    server.terminate();
     tunnel.daemons.iter().for_each(Daemon::terminate);
-    drop(server);
     drop(tunnel);
     drop(topo);
     Ok(Repetition {
@@ -125,24 +121,6 @@ pub fn slug(name: &str) -> String {
         .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join("-")
-}
-
-/// `iperf3 -s` in B, once it listens.
-fn start_server(b: &Netns, dir: &Path) -> anyhow::Result<Daemon> {
-    let mut sh = Shell::new();
-    let mut server = Daemon::spawn(&mut sh, "iperf3-server", b.exec("iperf3").arg("-s"), dir)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let listening = quiet(b.exec("ss").args(["-Htln", "sport = :5201"]))?;
-        if !listening.trim().is_empty() {
-            return Ok(server);
-        }
-        server.check_running()?;
-        if Instant::now() > deadline {
-            bail!("iperf3 server not listening within 5 s");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The system's processes, by node.
@@ -189,7 +167,6 @@ fn rcvbuf_errors(topo: &Topology) -> anyhow::Result<u64> {
 /// accounted over the test.
 fn tcp<R>(
     topo: &Topology,
-    server: &Daemon,
     target: Ipv4Addr,
     secs: f64,
     streams: usize,
@@ -197,21 +174,18 @@ fn tcp<R>(
     during: impl FnOnce() -> R,
 ) -> anyhow::Result<(Received, CpuPerGb, R)> {
     let pids = system_pids(topo);
-    let server_ticks = || ProcStat::read(server.pid()).map_or(0, |s| s.ticks);
-    let (t0, s0, k0) = (ticks(&pids), server_ticks(), KernelTicks::now()?);
+    let (t0, k0) = (ticks(&pids), KernelTicks::now()?);
     let out = dir.join(format!("tcp-p{streams}.json"));
-    let client = Client::start(&topo.a, target, secs, &["-P", &streams.to_string()], out)?;
-    let r = during();
-    let (received, client_cpu) = client
-        .finish()
+    let args = ["-P", &streams.to_string()];
+    let (received, iperf_cpu, r) = iperf::test(&topo.a, &topo.b, target, secs, &args, out, during)
         .with_context(|| format!("TCP -P{streams}"))?;
-    let (t1, s1, k1) = (ticks(&pids), server_ticks(), KernelTicks::now()?);
+    let (t1, k1) = (ticks(&pids), KernelTicks::now()?);
     let tck = clk_tck() as f64;
     let gb = (received.bytes as f64 / 1e9).max(1e-9);
     let cpu = CpuPerGb {
         tunnel: t1.saturating_sub(t0) as f64 / tck / gb,
         kernel: k1.since(k0) as f64 / tck / gb,
-        iperf: (client_cpu + s1.saturating_sub(s0) as f64 / tck) / gb,
+        iperf: iperf_cpu / gb,
     };
     Ok((received, cpu, r))
 }
@@ -226,10 +200,19 @@ fn loaded_ping(
 ) -> anyhow::Result<Latency> {
     let ping_secs = params.ping_count as f64 * interval.as_secs_f64();
     let out = dir.join("tcp-load.json");
-    let load = Client::start(&topo.a, target, ping_secs + 2.5, &["-P", "1"], out)?;
-    thread::sleep(Duration::from_secs(1));
-    let latency = ping::ping(&topo.a, target, params.ping_count, interval);
-    load.finish().context("TCP load under ping")?;
+    let (_, _, latency) = iperf::test(
+        &topo.a,
+        &topo.b,
+        target,
+        ping_secs + 2.5,
+        &["-P", "1"],
+        out,
+        || {
+            thread::sleep(Duration::from_secs(1));
+            ping::ping(&topo.a, target, params.ping_count, interval)
+        },
+    )
+    .context("TCP load under ping")?;
     latency
 }
 
@@ -239,7 +222,7 @@ fn loaded_ping(
 /// best rate under the limit and the lowest over it. Stops early when the sender cannot
 /// reach the rate asked: then the sender, not the path, is the limit.
 fn udp_search(
-    a: &Netns,
+    topo: &Topology,
     target: Ipv4Addr,
     start_bps: f64,
     params: &Params,
@@ -256,15 +239,22 @@ fn udp_search(
         let args = [
             "-u",
             "-b",
-            &format!("{:.0}", rate),
+            &format!("{rate:.0}"),
             "-l",
             &params.udp_len.to_string(),
             "-w",
             "4M",
         ];
-        let (r, _) = Client::start(a, target, params.udp_trial_secs, &args, out)?
-            .finish()
-            .context("UDP trial")?;
+        let (r, _, ()) = iperf::test(
+            &topo.a,
+            &topo.b,
+            target,
+            params.udp_trial_secs,
+            &args,
+            out,
+            || (),
+        )
+        .context("UDP trial")?;
         trials.push(UdpTrial {
             offered_gbps: rate / 1e9,
             received_gbps: r.bits_per_second / 1e9,

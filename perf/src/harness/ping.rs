@@ -37,9 +37,10 @@ impl Latency {
     }
 }
 
-/// The `time=<ms>` of every reply line.
+/// The `time=<ms>` of every reply line, duplicates left out.
 pub fn parse_rtts(text: &str) -> Vec<f64> {
     text.lines()
+        .filter(|l| !l.contains("(DUP!)"))
         .filter_map(|l| {
             l.split_once(" time=")?
                 .1
@@ -104,6 +105,7 @@ mod tests {
             64 bytes from 10.98.0.2: icmp_seq=1 ttl=64 time=0.296 ms\n\
             64 bytes from 10.98.0.2: icmp_seq=2 ttl=64 time=70.3 ms\n\
             64 bytes from 10.98.0.2: icmp_seq=4 ttl=64 time=0.110 ms\n\
+            64 bytes from 10.98.0.2: icmp_seq=4 ttl=64 time=0.120 ms (DUP!)\n\
             \n--- 10.98.0.2 ping statistics ---\n\
             4 packets transmitted, 3 received, 25% packet loss, time 6ms\n\
             rtt min/avg/max/mdev = 0.110/23.6/70.3/33.0 ms\n";

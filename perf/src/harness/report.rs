@@ -307,8 +307,13 @@ fn method(s: &mut String, run: &RunResult) {
          - Topology: fresh network namespaces for every repetition of every system. A and B \
          are joined by one veth pair (10.99.0.1/24, 10.99.0.2/24); relayed systems run A ↔ R ↔ B \
          over two pairs (10.99.1.0/24, 10.99.2.0/24) and R does not route IP. Tunnels carry \
-         10.98.0.0/24 with an inner MTU of 1420. Every process of the run, the tunnel ends, \
-         both iperf3 ends and the kernel share the same {} cores.\n\
+         10.98.0.0/24 with an inner MTU of 1420 (Conflux: its data plane's default, 1400). \
+         Every process of the run, the tunnel ends, both iperf3 ends and the kernel share the \
+         same {} cores.\n\
+         - Configurations: each peer as set up below; boringtun both with `--threads 1` \
+         (twice its default's speed on this machine before) and with its default. Conflux: \
+         `conflux-dataplane run` per node ({}) with `conflux-dataplane static` installing \
+         streams with random secrets; the relay holds no stream key.\n\
          - Throughput: `iperf3 -c <B> -J -t {} -P 1` and `-P 4`; the receiver's rate.\n\
          - UDP: `iperf3 -c <B> -u -l {} -w 4M -b <rate> -t {}`, at most {} trials: start at \
          the TCP -P1 rate, step down while loss is over {}%, double while under, then bisect; \
@@ -330,6 +335,11 @@ fn method(s: &mut String, run: &RunResult) {
          added up, from before the TCP -P1 test to after the loaded ping.\n\
          - Versions: {}.\n",
         run.machine.cores,
+        if run.dataplane_args.is_empty() {
+            "its defaults: one worker per core, pinned".to_owned()
+        } else {
+            format!("with `{}`", run.dataplane_args.join(" "))
+        },
         p.tcp_secs,
         p.udp_len,
         p.udp_trial_secs,

@@ -173,6 +173,9 @@ pub struct RunResult {
     pub wall_secs: f64,
     /// Versions of the measuring tools.
     pub tools: Vec<(String, String)>,
+    /// Extra arguments every `conflux-dataplane run` was given.
+    #[serde(default)]
+    pub dataplane_args: Vec<String>,
     /// The commands that made each topology, once per shape.
     pub topologies: Vec<(Shape, Vec<String>)>,
     /// Every system, in report order.

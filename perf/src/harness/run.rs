@@ -89,6 +89,7 @@ pub fn run(systems: &[Box<dyn System>], env: &Env, params: &Params) -> anyhow::R
         load: (load_start, load_average().unwrap_or(f64::NAN)),
         wall_secs: started.elapsed().as_secs_f64(),
         tools: tool_versions(),
+        dataplane_args: env.dataplane_args.clone(),
         topologies,
         systems: results,
     })

@@ -256,6 +256,7 @@ fn dataplane(
     cmd.args(["run", "--tun", &env.iface('c', node)])
         .args(["--address", &format!("{overlay}/{OVERLAY_PREFIX}")])
         .args(["--listen", &format!("0.0.0.0:{PORT}")])
+        .args(&env.dataplane_args)
         .arg("--socket")
         .arg(&sock);
     let mut d = Daemon::spawn(sh, &format!("dataplane-{node}"), &mut cmd, dir)?;

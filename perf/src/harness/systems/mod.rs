@@ -42,6 +42,8 @@ pub struct Env {
     pub bin_dir: PathBuf,
     /// The boringtun binary (`boringtun-cli`).
     pub boringtun: PathBuf,
+    /// Extra arguments for every `conflux-dataplane run` (workers, pinning, offloads).
+    pub dataplane_args: Vec<String>,
 }
 
 impl Env {
