@@ -35,7 +35,14 @@
 //!   support. Once COOKIE ACK crosses, the library association is dropped and
 //!   [`sctp::Association`] owns the data path: nothing of the library is patched.
 //! - **DCEP** is not used: channels are negotiated (both ends know the stream ids from
-//!   signalling), which every WebRTC stack supports.
+//!   signalling), which every WebRTC stack supports; a DCEP message from a peer is not
+//!   delivered and gets no answer.
+//! - **AEAD.** The DTLS suite is AES-128-GCM with a 13-byte record AAD, while the shared
+//!   crate's batched sealer is AES-256-GCM bound to the stream header; the record path
+//!   therefore keeps its own key (aws-lc-rs, or RustCrypto `aes-gcm`, chosen by the shared
+//!   [`Backend`](conflux_shared::crypto::aead::Backend)) and loops a batch over one schedule.
+//! - **use_srtp.** WebRTC clients always offer SRTP profiles and a server matching none
+//!   must refuse, so the handshake accepts them; no SRTP ever runs.
 //!
 //! # MTU
 //!
