@@ -2,7 +2,7 @@
 //!
 //! `rtc_dtls::state::State::marshal_binary` serializes, with rkyv, the master secret, both
 //! randoms, the cipher suite, the epochs and the next local sequence number (it exists so a
-//! connection can be resumed elsewhere). [`ExportedState`] mirrors that layout field for
+//! connection can be resumed elsewhere). `ExportedState` mirrors that layout field for
 //! field; rkyv validates the bytes against it before anything is read, so a change of layout
 //! in a later release fails loudly here (and in the byte-compatibility tests) rather than
 //! yielding wrong keys. The key block is then expanded as RFC 5246 §6.3 says:

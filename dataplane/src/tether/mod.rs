@@ -6,7 +6,7 @@
 //!
 //! | layer | set-up | per packet |
 //! |---|---|---|
-//! | ICE | `rtc-ice` full agent, host candidates ([`ice`]) | first-byte demux only |
+//! | ICE | `rtc-ice` full agent, host candidates (`ice`) | first-byte demux only |
 //! | DTLS 1.2 | `rtc-dtls` handshake, peer fingerprint checked | [`record`]: AES-128-GCM records sealed/opened in place, batched, one key schedule |
 //! | SCTP | `rtc-sctp` four-way handshake | [`sctp`]: DATA framed in place, SACK, FORWARD-TSN, HEARTBEAT |
 //! | channels | negotiated (no DCEP), unordered, `maxRetransmits = 0` | stream = flow hash mod channels |
