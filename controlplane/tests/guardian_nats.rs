@@ -61,8 +61,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `guardian nats-config` into `dir` and starts nats-server from what it wrote.
-fn start_nats(dir: &Path) -> NatsServer {
+/// Runs `guardian nats-config` into `dir` for a free loopback port; returns the address.
+fn configure_nats(dir: &Path) -> SocketAddr {
     require_nats_server();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_guardian"))
@@ -81,7 +81,16 @@ fn start_nats(dir: &Path) -> NatsServer {
         "nats-config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let log = std::fs::File::create(dir.join("nats-server.log")).unwrap();
+    addr
+}
+
+/// Starts nats-server from the configuration in `dir` and waits until it listens.
+fn launch_nats(dir: &Path, addr: SocketAddr) -> NatsServer {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("nats-server.log"))
+        .unwrap();
     let child = Command::new("nats-server")
         .arg("-c")
         .arg(dir.join("nats-server.conf"))
@@ -99,6 +108,12 @@ fn start_nats(dir: &Path) -> NatsServer {
         std::thread::sleep(Duration::from_millis(50));
     }
     server
+}
+
+/// Writes the configuration and starts nats-server from it.
+fn start_nats(dir: &Path) -> NatsServer {
+    let addr = configure_nats(dir);
+    launch_nats(dir, addr)
 }
 
 fn unix_now() -> u64 {
@@ -384,4 +399,78 @@ async fn deleting_a_realm_disconnects_its_nodes() {
     })
     .await;
     assert!(n.connect(&url).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_that_misses_nats_server_is_refused_or_queued_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let ndir = dir.path().join("nats");
+    let addr = configure_nats(&ndir);
+    let url = format!("nats://{addr}");
+    let t = TestGuardian::with(Options {
+        nats: Some(NatsConfig {
+            url: url.clone(),
+            dir: ndir.clone(),
+        }),
+        start: Some(unix_now()),
+        ..Default::default()
+    })
+    .await;
+
+    // nats-server is down: a realm cannot get its account, so it is not created at all.
+    let body = json!({"name": "lab", "subnet": "10.73.0.0/16"});
+    t.expect_rejected(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "nats_unavailable",
+        t.admin(Method::POST, "/v1/realms", Some(body.clone())),
+    )
+    .await;
+    assert_eq!(t.admin(Method::GET, "/v1/realms", None).await.1, json!([]));
+
+    let server = launch_nats(&ndir, addr);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, v) = t
+            .admin(Method::POST, "/v1/realms", Some(body.clone()))
+            .await;
+        if s == StatusCode::CREATED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "realm never created: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let n = register(&t, "lab", &["dev"]).await;
+    let m = register(&t, "lab", &["dev"]).await;
+    assert!(n.connect(&url).await.is_ok());
+
+    // nats-server goes away; the revocation is stored and queued, not lost.
+    drop(server);
+    let (s, v) = t
+        .admin(Method::POST, &format!("/v1/nodes/{}/revoke", n.id), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["nats_enforced"], false);
+    assert!(!t.g.pending().is_empty());
+    assert!(
+        t.call(Method::GET, "/healthz", None, None).await.1["nats_pending"].as_u64() >= Some(1)
+    );
+
+    // Back up (same state directories): the queued work goes through.
+    let _server = launch_nats(&ndir, addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !t.g.pending().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "queued work never reached nats-server"
+        );
+        t.g.flush_pending().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = n.connect(&url).await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == ConnectErrorKind::AuthorizationViolation),
+        "the revocation queued while nats-server was down is enforced"
+    );
+    let (cm, _em) = m.connect(&url).await.unwrap();
+    assert!(directory_record(&cm, &n.id).await.revoked);
 }

@@ -8,7 +8,7 @@ use conflux_shared::cert::decode_signed;
 use conflux_shared::id::NodeId;
 use conflux_shared::proto::{DirectoryRecord, Revocation};
 
-use super::natsauth::{RealmConn, subject_prefix};
+use super::natsauth::{RealmConn, bounded, subject_prefix};
 
 /// Writes `node`'s record: its current signed certificate and whether it is revoked.
 pub async fn put(
@@ -23,9 +23,12 @@ pub async fn put(
         revoked,
         updated_at: now,
     };
-    conn.directory
-        .put(node.to_hex(), record.encode_to_vec().into())
-        .await?;
+    bounded(
+        "directory write",
+        conn.directory
+            .put(node.to_hex(), record.encode_to_vec().into()),
+    )
+    .await?;
     Ok(())
 }
 
@@ -40,12 +43,12 @@ pub async fn announce_revocation(
         node_id: node.0.to_vec(),
         revoked_at: now,
     };
-    conn.client
-        .publish(
-            format!("{}.revoked", subject_prefix(realm)),
-            msg.encode_to_vec().into(),
-        )
-        .await?;
-    conn.client.flush().await?;
+    let subject = format!("{}.revoked", subject_prefix(realm));
+    bounded(
+        "revocation",
+        conn.client.publish(subject, msg.encode_to_vec().into()),
+    )
+    .await?;
+    bounded("revocation flush", conn.client.flush()).await?;
     Ok(())
 }

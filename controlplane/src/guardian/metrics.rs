@@ -46,7 +46,7 @@ impl Metrics {
         let directory_writes = Labeled::default();
         registry.register(
             "rejections",
-            "Requests refused with a 4xx, by error code",
+            "Requests refused, by error code",
             rejections.clone(),
         );
         registry.register(

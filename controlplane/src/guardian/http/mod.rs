@@ -15,7 +15,7 @@
 //! | POST | `/v1/admin/rotate-keys` | admin | [`keys`] |
 //! | GET | `/healthz`, `/metrics` | anyone | [`ops`] |
 //!
-//! Every failure is an [`AppError`]; a middleware counts 4xx responses by error code.
+//! Every failure is an [`AppError`]; a middleware counts refused requests by error code.
 
 pub mod auth;
 pub mod keys;
@@ -57,9 +57,11 @@ pub fn router(state: AppState) -> Router {
 
 async fn count_rejections(State(g): State<AppState>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
-    if resp.status().is_client_error() {
-        let code = resp.extensions().get::<Rejected>().map_or("other", |r| r.0);
-        g.metrics().rejected(code);
+    match resp.extensions().get::<Rejected>() {
+        Some(r) => g.metrics().rejected(r.0),
+        // Refusals axum makes itself (an unsupported method, say).
+        None if resp.status().is_client_error() => g.metrics().rejected("other"),
+        None => {}
     }
     resp
 }

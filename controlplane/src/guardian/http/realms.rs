@@ -14,7 +14,7 @@ use super::AppState;
 use super::auth::Admin;
 use crate::guardian::addr::Subnet;
 use crate::guardian::error::{AppError, Json};
-use crate::guardian::natsauth::new_account;
+use crate::guardian::natsauth::{DIRECTORY_BUCKET, bounded, new_account};
 use crate::guardian::store::{RealmRow, is_unique_violation};
 
 /// Routes of this resource.
@@ -134,10 +134,8 @@ async fn remove(
         // connection) off; the account key is never used again.
         if let Ok(conn) = nats.realm(&row, g.now()).await {
             let js = async_nats::jetstream::new(conn.client.clone());
-            if let Err(e) = js
-                .delete_key_value(crate::guardian::natsauth::DIRECTORY_BUCKET)
-                .await
-            {
+            let deleted = bounded("bucket deletion", js.delete_key_value(DIRECTORY_BUCKET));
+            if let Err(e) = deleted.await {
                 tracing::warn!(realm = %row.name, error = %e, "directory bucket not deleted");
             }
         }

@@ -15,6 +15,20 @@ const CLAIMS_UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
 /// How long one request to nats-server may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs one exchange with nats-server, giving up after [`REQUEST_TIMEOUT`]: while the
+/// server is away, async-nats buffers and waits for the reconnection, and Guardian must not
+/// hold a request (or its retry loop) that long.
+pub async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, LinkError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(LinkError::Unreachable(format!("{what}: {e}"))),
+        Err(_) => Err(LinkError::Unreachable(format!("{what}: no answer in time"))),
+    }
+}
+
 /// A failure talking to nats-server.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -105,11 +119,11 @@ impl NatsLink {
 
     /// Pushes an account JWT to the server's resolver.
     pub async fn push_account(&self, jwt: &str) -> Result<(), LinkError> {
-        let reply = self
-            .system
-            .request(CLAIMS_UPDATE, jwt.to_owned().into())
-            .await
-            .map_err(|e| LinkError::Unreachable(e.to_string()))?;
+        let reply = bounded(
+            "account update",
+            self.system.request(CLAIMS_UPDATE, jwt.to_owned().into()),
+        )
+        .await?;
         let parsed: ClaimsReply = serde_json::from_slice(&reply.payload)
             .map_err(|e| LinkError::Refused(format!("unreadable reply: {e}")))?;
         if let Some(err) = parsed.error {
@@ -133,21 +147,23 @@ impl NatsLink {
             return Ok(c.clone());
         }
         let creds = guardian_user(&realm.account_seed, now)?;
-        let client = options(&creds, &format!("guardian-{}", realm.name))?
-            .connect(&self.url)
-            .await
-            .map_err(|e| LinkError::Unreachable(e.to_string()))?;
+        let client = bounded(
+            "realm connection",
+            options(&creds, &format!("guardian-{}", realm.name))?.connect(&self.url),
+        )
+        .await?;
         let js = jetstream::new(client.clone());
-        let directory = js
-            .create_or_update_key_value(kv::Config {
+        let directory = bounded(
+            "directory bucket",
+            js.create_or_update_key_value(kv::Config {
                 bucket: DIRECTORY_BUCKET.to_owned(),
                 description: format!("Conflux directory of realm {}", realm.name),
                 history: 1,
                 storage: jetstream::stream::StorageType::File,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| LinkError::Unreachable(format!("directory bucket: {e}")))?;
+            }),
+        )
+        .await?;
         let conn = RealmConn { client, directory };
         realms.insert(realm.name.clone(), conn.clone());
         Ok(conn)
@@ -157,7 +173,7 @@ impl NatsLink {
     pub async fn forget_realm(&self, name: &str) {
         if let Some(conn) = self.realms.lock().await.remove(name) {
             // The account is being revoked anyway; a failed drain changes nothing.
-            let _ = conn.client.drain().await;
+            let _ = bounded("drain", conn.client.drain()).await;
         }
     }
 }

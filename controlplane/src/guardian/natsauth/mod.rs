@@ -26,7 +26,7 @@ use conflux_shared::id::NodeId;
 
 use claims::Permission;
 pub use config::{ServerOptions, write_server_config};
-pub use link::{LinkError, NatsLink, RealmConn};
+pub use link::{LinkError, NatsLink, RealmConn, bounded};
 
 /// The realm directory's JetStream KV bucket (one per realm account).
 pub const DIRECTORY_BUCKET: &str = "conflux-directory";
