@@ -45,6 +45,33 @@
 //! }
 //! ```
 
+//!
+//! # What the control process wires up
+//!
+//! - Tethers: [`Router::add_neighbour`] when a tether to a node is installed,
+//!   [`Router::remove_neighbour`] when it is removed, [`Router::handle_tether_down`] on a
+//!   `TetherState` record of `Down` or `Closed`. The tether → node map is the control
+//!   process's.
+//! - Telemetry: every `Telemetry` ring record, through [`Telemetry::from_record`], to
+//!   [`Router::handle_telemetry`]. Liveness rests on the data plane reporting every tether
+//!   about every 100 ms even when idle, with loss measured over probes every ~200 ms in a
+//!   window of about a second; without that, failover takes the one-second silence.
+//! - Estimates: subscribe to the node's own `…node.<id>.route` inbox and pass each message
+//!   with the authenticated sender to [`Router::handle_neighbour_estimates`] (a refused one
+//!   is counted, never fatal); [`Decision::Publish`] goes to every neighbour's inbox. The
+//!   sender must be bound by NATS permissions (for example a subject suffix only that node
+//!   may publish on), since the message's own id is only checked against it.
+//! - Routes: [`Router::want`] when a stream to a destination is set up, [`Router::unwant`]
+//!   when it idles. For each [`Decision::Route`], set up every path not yet set up with a
+//!   route set-up message along it, then write one `InstallRoute` record with a next hop
+//!   (tether to `path[0]`, label from the acknowledgement, weight) per path, then tear down
+//!   paths that left (make before break). Keeping torn-down paths for a few seconds makes a
+//!   path that comes back free. An empty decision removes the route.
+//! - Geo: regions from certificates and directory records to [`Router::set_region`],
+//!   answering [`Decision::LookupRegion`]; the configured and `conflux-ctl` policy to
+//!   [`Router::set_geo`].
+//! - `sequence_start`: Unix milliseconds at start; the strategy from configuration.
+
 mod core;
 pub mod exchange;
 pub mod explore;

@@ -76,9 +76,11 @@ impl Port {
 struct Table {
     paths: Vec<(Rc<[u32]>, u32)>,
     total: u32,
-    /// Every path of the decision, standby included (what the control plane has set up).
-    all: Vec<Vec<u32>>,
 }
+
+/// A path stays set up this long after it leaves a route, so coming back costs no set-up
+/// (the cache the control process keeps).
+pub const SETUP_CACHE_US: u64 = 10_000_000;
 
 struct SimNode {
     router: Option<Router>,
@@ -86,6 +88,8 @@ struct SimNode {
     routes: Vec<Option<Table>>,
     wanted: Vec<bool>,
     timer: Option<u64>,
+    /// Per destination, paths set up and until when they stay (`u64::MAX` while in use).
+    set_up: Vec<Vec<(Vec<u32>, u64)>>,
 }
 
 /// One simulation run.
@@ -135,6 +139,10 @@ impl<'a> Engine<'a> {
                             r.add_neighbour(start, node_id(peer));
                         }
                         r.set_geo(start, exclude.clone());
+                        // Traffic runs between all pairs: every destination is in use.
+                        for d in (0..n).filter(|&d| d != i) {
+                            r.want(start, node_id(d));
+                        }
                         Some(r)
                     }
                 };
@@ -153,8 +161,9 @@ impl<'a> Engine<'a> {
                         })
                         .collect(),
                     routes: (0..n).map(|_| None).collect(),
-                    wanted: vec![false; n],
+                    wanted: vec![cfg.router != RouterKind::ShortestPath; n],
                     timer: None,
+                    set_up: vec![Vec::new(); n],
                 }
             })
             .collect();
@@ -484,7 +493,6 @@ impl<'a> Engine<'a> {
                     Table {
                         paths: vec![(Rc::from(&p[..]), 1)],
                         total: 1,
-                        all: vec![p],
                     }
                 });
             }
@@ -510,10 +518,7 @@ impl<'a> Engine<'a> {
                         .iter()
                         .map(|p| p.path.iter().map(|n| index_of(n) as u32).collect())
                         .collect();
-                    let old = self.nodes[i].routes[dest]
-                        .as_ref()
-                        .map_or(&[][..], |t| &t.all[..]);
-                    let setups = all.iter().filter(|p| !old.contains(p)).count();
+                    let setups = self.note_paths(i, dest, &all);
                     let mut total = 0;
                     let paths = rd
                         .paths
@@ -525,7 +530,7 @@ impl<'a> Engine<'a> {
                             (Rc::from(&a[..]), total)
                         })
                         .collect();
-                    self.nodes[i].routes[dest] = Some(Table { paths, total, all });
+                    self.nodes[i].routes[dest] = Some(Table { paths, total });
                     self.rec.route_change(self.t, setups as u64);
                 }
                 Decision::Publish(bytes) => {
@@ -555,6 +560,29 @@ impl<'a> Engine<'a> {
             self.nodes[i].timer = Some(at);
             self.push(at, Ev::Timer { node: i as u32 });
         }
+    }
+}
+
+impl Engine<'_> {
+    /// Notes the paths of node `i`'s new route to `dest`; returns how many need a set-up.
+    fn note_paths(&mut self, i: usize, dest: usize, paths: &[Vec<u32>]) -> usize {
+        let t = self.t;
+        let known = &mut self.nodes[i].set_up[dest];
+        known.retain(|k| k.1 > t);
+        for k in known.iter_mut().filter(|k| k.1 == u64::MAX) {
+            k.1 = t + SETUP_CACHE_US;
+        }
+        let mut setups = 0;
+        for p in paths {
+            match known.iter_mut().find(|k| &k.0 == p) {
+                Some(k) => k.1 = u64::MAX,
+                None => {
+                    setups += 1;
+                    known.push((p.clone(), u64::MAX));
+                }
+            }
+        }
+        setups
     }
 }
 
