@@ -716,3 +716,31 @@ async fn metrics_and_health_are_served() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_conflux_token_expires_unless_the_node_comes_back() {
+    let t = TestGuardian::new().await;
+    let r = one_node(&t, json!({"expires_in_secs": 60, "uses": 1}), json!({})).await;
+    let life = t.g.lifetimes().conflux_token;
+    assert_eq!(r["conflux_token_expires_at"].as_u64(), Some(t.now() + life));
+
+    // Coming back before expiry extends it.
+    t.advance(life - 1);
+    let (_, b) = register_body(json!({"conflux_token": r["conflux_token"]}));
+    let (s, r2) = t.register(b).await;
+    assert_eq!(s, StatusCode::OK, "{r2}");
+    assert_eq!(
+        r2["conflux_token_expires_at"].as_u64(),
+        Some(t.now() + life)
+    );
+
+    // Staying away past it ends the token.
+    t.advance(life);
+    let (_, b) = register_body(json!({"conflux_token": r["conflux_token"]}));
+    t.expect_rejected(
+        StatusCode::UNAUTHORIZED,
+        "conflux_token_expired",
+        t.register(b),
+    )
+    .await;
+}

@@ -91,6 +91,9 @@ struct Serve {
     /// Refresh JWT lifetime, seconds.
     #[arg(long, default_value_t = Lifetimes::default().refresh)]
     refresh_lifetime: u64,
+    /// Conflux token lifetime, seconds from the node's last registration.
+    #[arg(long, default_value_t = Lifetimes::default().conflux_token)]
+    conflux_token_lifetime: u64,
 }
 
 #[derive(Args, Debug)]
@@ -158,6 +161,7 @@ async fn serve(s: Serve) -> anyhow::Result<()> {
             certificate: s.cert_lifetime,
             access: s.access_lifetime,
             refresh: s.refresh_lifetime,
+            conflux_token: s.conflux_token_lifetime,
         },
     };
     let g = Guardian::open(cfg, guardian::system_clock()).await?;

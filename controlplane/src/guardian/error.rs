@@ -28,6 +28,9 @@ pub enum AppError {
     /// Missing or wrong credentials (admin token, access or refresh JWT, conflux token).
     #[error("not authorized")]
     Unauthorized,
+    /// A conflux token past its expiry: the node must be enrolled again.
+    #[error("conflux token expired; enroll the node again with a registration token")]
+    ConfluxTokenExpired,
     /// A registration token that is unknown, expired or used up.
     #[error("registration token {0}")]
     RegistrationToken(TokenProblem),
@@ -120,7 +123,9 @@ impl AppError {
         match self {
             Self::BadJson(_) | Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unauthorized | Self::RegistrationToken(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::RegistrationToken(_) | Self::ConfluxTokenExpired => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::OAuth(OAuthProblem::Disabled) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::OAuth(OAuthProblem::JwksUnavailable) | Self::NatsUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -143,6 +148,7 @@ impl AppError {
             Self::NotJson => "not_json",
             Self::Invalid(_) => "invalid_argument",
             Self::Unauthorized => "unauthorized",
+            Self::ConfluxTokenExpired => "conflux_token_expired",
             Self::RegistrationToken(TokenProblem::Invalid) => "token_invalid",
             Self::RegistrationToken(TokenProblem::Expired) => "token_expired",
             Self::RegistrationToken(TokenProblem::UsedUp) => "token_used_up",

@@ -57,6 +57,8 @@ pub struct Lifetimes {
     pub access: u64,
     /// Refresh JWTs.
     pub refresh: u64,
+    /// Conflux tokens, counted from the node's last registration.
+    pub conflux_token: u64,
 }
 
 impl Default for Lifetimes {
@@ -65,6 +67,7 @@ impl Default for Lifetimes {
             certificate: 24 * 3600,
             access: 15 * 60,
             refresh: 30 * 24 * 3600,
+            conflux_token: 365 * 24 * 3600,
         }
     }
 }

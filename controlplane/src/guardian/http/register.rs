@@ -96,6 +96,8 @@ pub struct RegisterResponse {
     pub subnet: String,
     /// The node's conflux token, on first registration only.
     pub conflux_token: Option<String>,
+    /// When the conflux token expires unless the node registers again, unix seconds.
+    pub conflux_token_expires_at: u64,
     /// Long-lived JWT that buys access JWTs.
     pub refresh_jwt: String,
     /// Short-lived JWT for node calls.
@@ -248,6 +250,7 @@ fn insert_new(
         realm: grant.realm.name.clone(),
         token_id: token.id.clone(),
         token_hash: token.hash,
+        token_expires_at: now + g.lifetimes.conflux_token,
         overlay_address: address,
         owner: grant.owner,
         region: c.region.or(grant.default_region).unwrap_or_default(),
@@ -295,6 +298,10 @@ fn renew(
     if node.revoked_at.is_some() {
         return Err(AppError::Forbidden("this node has been revoked".into()));
     }
+    if now >= node.token_expires_at {
+        return Err(AppError::ConfluxTokenExpired);
+    }
+    node.token_expires_at = now + g.lifetimes.conflux_token;
     realm_matches(c.realm.as_ref(), &node.realm)?;
     let realm = RealmRow::get(db, &node.realm)?
         .ok_or_else(|| AppError::UnknownRealm(node.realm.clone()))?;
@@ -446,6 +453,7 @@ async fn register(
         overlay_address: node.overlay_address.clone(),
         subnet: done.subnet,
         conflux_token: done.conflux_token.map(|t| t.plain.to_string()),
+        conflux_token_expires_at: node.token_expires_at,
         refresh_jwt,
         access_jwt,
         access_expires_at: now + lt.access,

@@ -62,6 +62,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (realm, public_key)
     );
     ",
+    // 2: conflux tokens expire; existing ones get a year from their node's last change.
+    r"
+    ALTER TABLE nodes ADD COLUMN token_expires_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE nodes SET token_expires_at = updated_at + 31536000;
+    ",
 ];
 
 /// Brings the schema up to the latest version.

@@ -21,6 +21,8 @@ pub struct NewNode {
     pub token_id: String,
     /// SHA-256 of its conflux token.
     pub token_hash: [u8; 32],
+    /// Expiry of its conflux token, unix seconds.
+    pub token_expires_at: u64,
     /// Its overlay address.
     pub overlay_address: String,
     /// Its owner.
@@ -74,6 +76,8 @@ pub struct NodeRow {
     pub certificate: Vec<u8>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<u64>,
+    /// Expiry of its conflux token, unix seconds (each re-registration extends it).
+    pub token_expires_at: u64,
     /// First registration, unix seconds.
     pub created_at: u64,
     /// Last change, unix seconds.
@@ -82,7 +86,7 @@ pub struct NodeRow {
 
 const COLUMNS: &str = "node_id, realm, overlay_address, owner, region, taints, allowed_taints,
     portal, routed_prefixes, ml_dsa_public_key, ml_kem_public_key, certificate, revoked_at,
-    created_at, updated_at, token_hash";
+    created_at, updated_at, token_expires_at, token_hash";
 
 fn conversion(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -105,8 +109,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(NodeRow, Vec<u8>)> {
         revoked_at: r.get(12)?,
         created_at: r.get(13)?,
         updated_at: r.get(14)?,
+        token_expires_at: r.get(15)?,
     };
-    Ok((row, r.get(15)?))
+    Ok((row, r.get(16)?))
 }
 
 fn taints_json(t: &TaintSet) -> String {
@@ -119,8 +124,8 @@ impl NewNode {
         db.execute(
             "INSERT INTO nodes (node_id, realm, token_id, token_hash, overlay_address, owner,
                  region, taints, allowed_taints, portal, routed_prefixes, ml_dsa_public_key,
-                 ml_kem_public_key, certificate, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15)",
+                 ml_kem_public_key, certificate, created_at, updated_at, token_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16)",
             params![
                 self.node_id.to_hex(),
                 self.realm,
@@ -137,6 +142,7 @@ impl NewNode {
                 self.ml_kem_public_key,
                 self.certificate,
                 self.now,
+                self.token_expires_at,
             ],
         )?;
         Ok(())
@@ -159,6 +165,7 @@ impl From<NewNode> for NodeRow {
             ml_kem_public_key: n.ml_kem_public_key,
             certificate: n.certificate,
             revoked_at: None,
+            token_expires_at: n.token_expires_at,
             created_at: n.now,
             updated_at: n.now,
         }
@@ -208,12 +215,13 @@ impl NodeRow {
         )
     }
 
-    /// Records a re-registration: fresh keys, possibly new taints and region, and the
-    /// certificate that binds them.
+    /// Records a re-registration: fresh keys, possibly new taints and region, the
+    /// certificate that binds them, and the conflux token's extended expiry.
     pub fn reregister(db: &Connection, node: &NodeRow, now: u64) -> rusqlite::Result<()> {
         db.execute(
             "UPDATE nodes SET ml_dsa_public_key = ?2, ml_kem_public_key = ?3, taints = ?4,
-                 region = ?5, certificate = ?6, updated_at = ?7 WHERE node_id = ?1",
+                 region = ?5, certificate = ?6, updated_at = ?7, token_expires_at = ?8
+             WHERE node_id = ?1",
             params![
                 node.node_id.to_hex(),
                 node.ml_dsa_public_key,
@@ -221,7 +229,8 @@ impl NodeRow {
                 taints_json(&node.taints),
                 node.region,
                 node.certificate,
-                now
+                now,
+                node.token_expires_at
             ],
         )?;
         Ok(())
