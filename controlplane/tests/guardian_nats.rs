@@ -30,12 +30,17 @@ use guardian_common::{Options, TestGuardian, register_body};
 struct NatsServer {
     child: Child,
     addr: SocketAddr,
+    log: std::path::PathBuf,
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- nats-server log ({}) ---\n{log}", self.addr);
+        }
     }
 }
 
@@ -98,7 +103,11 @@ fn launch_nats(dir: &Path, addr: SocketAddr) -> NatsServer {
         .stderr(log)
         .spawn()
         .unwrap();
-    let server = NatsServer { child, addr };
+    let server = NatsServer {
+        child,
+        addr,
+        log: dir.join("nats-server.log"),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
         assert!(
@@ -193,6 +202,21 @@ async fn expect_event(
     assert!(matches!(found, Ok(true)), "no {what} event within {secs} s");
 }
 
+/// Returns once the server has processed everything `client` sent before: `flush` only
+/// empties the client's buffer, while the server handles each connection's messages in
+/// order, so a message to the client's own inbox coming back proves earlier subscriptions
+/// are in place.
+async fn round_trip(client: &async_nats::Client) {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await.unwrap();
+    client.publish(inbox, "sync".into()).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), echo.next())
+        .await
+        .expect("no round trip through nats-server within 5 s")
+        .unwrap();
+}
+
 fn permissions_violation(e: &Event) -> bool {
     matches!(e, Event::ServerError(async_nats::ServerError::Other(m)) if m.to_lowercase().contains("permissions violation"))
 }
@@ -237,7 +261,7 @@ async fn realms_are_nats_accounts_and_nodes_are_confined_to_theirs() {
 
     // Inside the realm: presence flows between the two nodes.
     let mut presence = ca.subscribe("conflux.lab.presence").await.unwrap();
-    ca.flush().await.unwrap();
+    round_trip(&ca).await;
     cb.publish("conflux.lab.presence", "hello".into())
         .await
         .unwrap();
@@ -289,8 +313,8 @@ async fn realms_are_nats_accounts_and_nodes_are_confined_to_theirs() {
     .await;
     let mut inbox_spy = cx.subscribe("_INBOX.shared").await.unwrap();
     let mut inbox_b = cb.subscribe("_INBOX.shared").await.unwrap();
-    cx.flush().await.unwrap();
-    cb.flush().await.unwrap();
+    round_trip(&cx).await;
+    round_trip(&cb).await;
     ca.publish("_INBOX.shared", "for lab only".into())
         .await
         .unwrap();
@@ -339,7 +363,7 @@ async fn realms_are_nats_accounts_and_nodes_are_confined_to_theirs() {
 
     // Revocation: the server cuts A off, peers hear of it, the directory says so.
     let mut revoked = cb.subscribe("conflux.lab.revoked").await.unwrap();
-    cb.flush().await.unwrap();
+    round_trip(&cb).await;
     let (s, v) = t
         .admin(Method::POST, &format!("/v1/nodes/{}/revoke", a.id), None)
         .await;

@@ -97,19 +97,34 @@ struct ClaimsError {
 
 impl NatsLink {
     /// Connects to `url` as the system account's user. If the server is down the
-    /// connection keeps retrying in the background and calls fail until it is up.
+    /// connection keeps retrying in the background and calls fail at once until it is up.
     pub async fn connect(url: &str, keys: OperatorKeys, now: u64) -> anyhow::Result<Self> {
         let creds = keys.system_user(now)?;
         let system = options(&creds, "guardian-system")?
             .retry_on_initial_connect()
             .connect(url)
             .await?;
+        // Give a server that is up the time to accept us, so the first requests after
+        // start-up do not find Guardian still connecting; a server that is down does not
+        // hold start-up longer than this.
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        while system.connection_state() != async_nats::connection::State::Connected
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(Self {
             url: url.to_owned(),
             keys,
             system,
             realms: tokio::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether Guardian's system connection is up. While it is down, work is refused or
+    /// queued at once instead of waiting for timeouts.
+    pub fn connected(&self) -> bool {
+        self.system.connection_state() == async_nats::connection::State::Connected
     }
 
     /// The operator keys.
@@ -119,6 +134,9 @@ impl NatsLink {
 
     /// Pushes an account JWT to the server's resolver.
     pub async fn push_account(&self, jwt: &str) -> Result<(), LinkError> {
+        if !self.connected() {
+            return Err(LinkError::Unreachable("not connected".into()));
+        }
         let reply = bounded(
             "account update",
             self.system.request(CLAIMS_UPDATE, jwt.to_owned().into()),
@@ -142,6 +160,9 @@ impl NatsLink {
     /// The connection to `realm`'s account, connecting (and creating the directory bucket)
     /// on first use.
     pub async fn realm(&self, realm: &RealmRow, now: u64) -> Result<RealmConn, LinkError> {
+        if !self.connected() {
+            return Err(LinkError::Unreachable("not connected".into()));
+        }
         let mut realms = self.realms.lock().await;
         if let Some(c) = realms.get(&realm.name) {
             return Ok(c.clone());
