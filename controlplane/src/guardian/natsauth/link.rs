@@ -15,7 +15,7 @@ const CLAIMS_UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
 /// How long one request to nats-server may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs one exchange with nats-server, giving up after [`REQUEST_TIMEOUT`]: while the
+/// Runs one exchange with nats-server, giving up after five seconds: while the
 /// server is away, async-nats buffers and waits for the reconnection, and Guardian must not
 /// hold a request (or its retry loop) that long.
 pub async fn bounded<T, E: std::fmt::Display>(
