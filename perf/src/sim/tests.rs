@@ -111,3 +111,34 @@ fn at_high_load_q_routing_loses_less_than_shortest_path() {
         sp.drop_rate()
     );
 }
+
+#[test]
+fn on_two_clusters_from_an_edge_list_q_routing_uses_both_bridges() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sim/two-clusters.edges");
+    let topo = Topology::from_file(&file).unwrap();
+    assert_eq!((topo.len(), topo.links.len()), (16, 22));
+    let sp = run(&topo, &short(RouterKind::ShortestPath, 5000.0, 2));
+    let q = run(&topo, &short(RouterKind::QRouting, 5000.0, 2));
+    assert!(
+        sp.drop_rate() > 0.01,
+        "the near bridge congests under shortest path"
+    );
+    assert!(
+        q.drop_rate() < 0.5 * sp.drop_rate(),
+        "Q-routing lost {} against shortest path {}",
+        q.drop_rate(),
+        sp.drop_rate()
+    );
+    let bridge = |a: &str, b: &str| {
+        let (a, b) = (
+            topo.names.iter().position(|n| n == a).unwrap(),
+            topo.names.iter().position(|n| n == b).unwrap(),
+        );
+        (q.relayed[a] + q.relayed[b], sp.relayed[a] + sp.relayed[b])
+    };
+    let (q_far, sp_far) = bridge("a5", "b5");
+    assert!(
+        q_far > sp_far,
+        "Q-routing relays more over the far bridge: {q_far} against {sp_far}"
+    );
+}
