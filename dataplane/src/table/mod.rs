@@ -302,7 +302,8 @@ impl Tables {
             RecordRef::Telemetry(_)
             | RecordRef::Miss(_)
             | RecordRef::Counters(_)
-            | RecordRef::TetherState(_) => Err(ApplyError::WrongFlow),
+            | RecordRef::TetherState(_)
+            | RecordRef::StreamActivity(_) => Err(ApplyError::WrongFlow),
         }
     }
 

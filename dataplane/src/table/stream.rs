@@ -61,6 +61,8 @@ pub struct EgressStream {
     pub packets: u64,
     /// Inner bytes sealed.
     pub bytes: u64,
+    /// `packets` and `bytes` when activity was last reported.
+    pub reported: (u64, u64),
 }
 
 impl EgressStream {
@@ -86,6 +88,7 @@ impl EgressStream {
             tag: KeyTag::of(key),
             packets: 0,
             bytes: 0,
+            reported: (0, 0),
         })
     }
 
@@ -137,6 +140,8 @@ pub struct IngressStream {
     pub allowed: Vec<Prefix>,
     /// Decrypted packets whose inner source was not allowed.
     pub spoofed: u64,
+    /// Packets opened when activity was last reported.
+    pub reported: u64,
 }
 
 impl IngressStream {
@@ -151,6 +156,7 @@ impl IngressStream {
             tags: [None; 2],
             allowed: Vec::new(),
             spoofed: 0,
+            reported: 0,
         }
     }
 

@@ -14,6 +14,7 @@
 //!    datagrams) and the ingress batch (unframe, relay or open, coalesce, one vectored TUN
 //!    write per merged group).
 
+mod activity;
 mod ingress_io;
 mod ops;
 mod report;
@@ -232,6 +233,12 @@ impl<T: HopTransport> Worker<T> {
                 self.tables.expire(now);
                 self.report
                     .write(&mut self.rings, &self.tables, &mut self.counters);
+                activity::report(
+                    &mut self.rings,
+                    &mut self.tables,
+                    &mut self.counters,
+                    self.index,
+                );
             }
             self.drive_transport(now);
             self.arm();

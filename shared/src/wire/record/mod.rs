@@ -45,8 +45,8 @@ pub use control::{
 };
 pub use field::{AddrFamily, IpAddrField, IpPrefix, SocketAddrField, TetherId, WorkerId};
 pub use report::{
-    CounterEntry, CounterId, CountersBody, MAX_COUNTERS, MissBody, TelemetryBody, TetherState,
-    TetherStateBody,
+    CounterEntry, CounterId, CountersBody, MAX_COUNTERS, MissBody, StreamActivityBody,
+    TelemetryBody, TetherState, TetherStateBody,
 };
 
 /// The record version this build speaks.
@@ -214,6 +214,8 @@ record_kinds! {
     Counters = 0x83, ToControl, CountersBody;
     /// Worker → control: a tether changed state.
     TetherState = 0x84, ToControl, TetherStateBody;
+    /// Worker → control: a stream moved packets.
+    StreamActivity = 0x85, ToControl, StreamActivityBody;
 }
 
 fn decode_body<B: RecordBody>(body: &[u8]) -> Result<&B, WireError> {

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{Immutable, IntoBytes, KnownLayout, TryFromBytes, Unaligned};
 
+use super::control::Direction;
 use super::field::{IpAddrField, TetherId, WorkerId};
+use crate::id::StreamId;
 use crate::wire::WireError;
 
 /// One in a million: the unit of [`TelemetryBody::loss_ppm`].
@@ -333,6 +335,62 @@ impl TetherStateBody {
     pub(super) fn check(&self) -> Result<(), WireError> {
         if self.reserved != 0 {
             return Err(WireError::Reserved);
+        }
+        Ok(())
+    }
+}
+
+/// A stream carried traffic since the worker's previous report about it.
+///
+/// Only streams that moved packets are reported, so the control process can tell an idle
+/// stream by the absence of these records.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, TryFromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct StreamActivityBody {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// Which way it runs through this node.
+    pub direction: Direction,
+    /// Zero.
+    pub reserved: u8,
+    /// The reporting worker.
+    pub worker: U16,
+    /// Zero.
+    pub reserved2: [u8; 4],
+    /// Packets since the previous report.
+    pub packets: U64,
+    /// Payload bytes since the previous report.
+    pub bytes: U64,
+}
+
+impl StreamActivityBody {
+    /// An activity report.
+    pub fn new(
+        stream_id: StreamId,
+        direction: Direction,
+        worker: WorkerId,
+        packets: u64,
+        bytes: u64,
+    ) -> Self {
+        Self {
+            stream_id,
+            direction,
+            reserved: 0,
+            worker: U16::new(worker),
+            reserved2: [0; 4],
+            packets: U64::new(packets),
+            bytes: U64::new(bytes),
+        }
+    }
+
+    pub(super) fn check(&self) -> Result<(), WireError> {
+        if self.reserved != 0 || self.reserved2 != [0; 4] {
+            return Err(WireError::Reserved);
+        }
+        if self.packets.get() == 0 {
+            return Err(WireError::Field("stream activity with no packets"));
         }
         Ok(())
     }

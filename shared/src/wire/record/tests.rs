@@ -305,6 +305,13 @@ fn every_kind_round_trips_through_bytes() {
         RingRecord::encode(&MissBody::new(1, ip("10.9.8.7"))),
         RingRecord::encode(&CountersBody::new(1, &[(CounterId::NoRoute, 1)]).unwrap()),
         RingRecord::encode(&TetherStateBody::new(4, 1, TetherState::Up)),
+        RingRecord::encode(&StreamActivityBody::new(
+            StreamId([5; 16]),
+            Direction::Ingress,
+            1,
+            3,
+            4200,
+        )),
     ]
     .into_iter()
     .collect::<Result<_, _>>()
@@ -332,4 +339,14 @@ fn from_bytes_wants_one_whole_record() {
         RingRecord::from_bytes(&[0; 129]).map(|_| ()),
         Err(WireError::Trailing)
     );
+}
+
+#[test]
+fn stream_activity_needs_packets_and_zero_reserved() {
+    let mut b = StreamActivityBody::new(StreamId([5; 16]), Direction::Egress, 0, 0, 0);
+    let rec = RingRecord::encode(&b);
+    assert!(rec.is_err(), "a report of no packets is refused");
+    b.packets = 1.into();
+    b.reserved2 = [1, 0, 0, 0];
+    assert_eq!(RingRecord::encode(&b).map(|_| ()), Err(WireError::Reserved));
 }
