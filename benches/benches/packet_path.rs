@@ -213,7 +213,7 @@ impl Path {
         let now = std::time::Instant::now();
         for p in pkts.iter_mut() {
             let len = p.len();
-            black_box(self.hop.frame(now, 1, p, len));
+            black_box(self.hop.frame(now, 1, 0, p, len));
         }
         if depth == Depth::Frame {
             return;

@@ -30,7 +30,8 @@ use zerocopy::little_endian::U32;
 
 use crate::control::client::{Attached, attach};
 use crate::counters::monotonic_ns;
-use crate::static_config::{StaticConfig, StreamConfig, StreamDirection, parse_prefix};
+use crate::static_config::{StaticConfig, StreamConfig, StreamDirection, TetherKind, parse_prefix};
+use conflux_shared::proto::TetherOpen;
 
 /// Why the driver stopped.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +138,17 @@ impl Driver {
         Err(DriverError::RingFull(worker))
     }
 
+    fn open_tether(&mut self, worker: usize, open: &TetherOpen) -> Result<(), DriverError> {
+        let end = &mut self.attached.workers[worker];
+        for _ in 0..200 {
+            if end.open_tether(open).unwrap_or(false) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(DriverError::RingFull(worker))
+    }
+
     fn install_all(&mut self) -> Result<(), DriverError> {
         if let Some(p) = self.cfg.policy.clone() {
             let body = PolicyBody {
@@ -149,7 +161,12 @@ impl Driver {
             self.broadcast(&encode(&body)?)?;
         }
         for t in self.cfg.tether.clone() {
-            self.broadcast(&encode(&InstallTetherBody::new(t.id, t.peer))?)?;
+            match t.kind {
+                TetherKind::Plain => {
+                    self.broadcast(&encode(&InstallTetherBody::new(t.id, t.peer))?)?;
+                }
+                TetherKind::Webrtc => self.open_tether(0, &t.open_message()?)?,
+            }
         }
         for r in self.cfg.relay.clone() {
             self.broadcast(&encode(&InstallRelayBody::new(

@@ -6,15 +6,25 @@
 //! hands it every datagram that arrives, and sends whatever it polls out (handshakes,
 //! acknowledgements, probes). [`Plain`] is the framing-free transport: a datagram is one
 //! sealed data packet. It carries traffic between data planes that share a static
-//! configuration and is what the in-memory benchmark compares the tether against; it is
-//! not the WebRTC tether that DESIGN §3 puts on every hop, which plugs in behind this same
-//! trait.
+//! configuration and is what the benchmarks compare the tether against. [`webrtc::WebRtc`]
+//! is the WebRTC tether of DESIGN §3 behind the same trait, and [`mixed::Mixed`] carries
+//! both kinds at once, each tether by the way it was installed (an `InstallTether` record:
+//! plain; a `TetherOpen` signal: WebRTC).
+
+pub mod mixed;
+pub mod open;
+pub mod webrtc;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
-use conflux_shared::wire::record::{TetherId, TetherState};
+use conflux_shared::wire::record::{TelemetryBody, TetherId, TetherState};
+
+use crate::tether::TetherConfig;
 
 /// A tether changed state (reported to the control process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +33,22 @@ pub struct StateChange {
     pub tether: TetherId,
     /// Its new state.
     pub state: TetherState,
+    /// Where its datagrams now go, when that changed (ICE selected a pair).
+    pub peer: Option<SocketAddr>,
+}
+
+/// Why a transport refused to open a tether.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenRefused {
+    /// This transport carries only plain tethers.
+    #[error("this transport has no WebRTC tethers")]
+    Unsupported,
+    /// The tether id is already in use on this worker.
+    #[error("tether {0} is already open")]
+    Exists(TetherId),
+    /// The tether stack refused the configuration.
+    #[error(transparent)]
+    Tether(#[from] crate::tether::TetherError),
 }
 
 /// What a transport needs to carry packets for the worker.
@@ -36,16 +62,48 @@ pub trait HopTransport {
     /// A tether was installed (or its peer changed).
     fn add_tether(&mut self, now: Instant, tether: TetherId, peer: SocketAddr);
 
-    /// A tether was removed.
-    fn remove_tether(&mut self, tether: TetherId);
+    /// A tether was removed (either kind).
+    fn remove_tether(&mut self, now: Instant, tether: TetherId);
+
+    /// Opens a WebRTC tether (ICE, DTLS and SCTP follow as the peer answers).
+    fn open_tether(
+        &mut self,
+        _now: Instant,
+        _tether: TetherId,
+        _cfg: TetherConfig,
+    ) -> Result<(), OpenRefused> {
+        Err(OpenRefused::Unsupported)
+    }
+
+    /// Length of the datagram [`Self::frame`] makes of a `len`-byte packet on the
+    /// transport's usual tether kind; egress lays GSO segments out at this stride.
+    fn framed_len(&self, len: usize) -> usize {
+        len
+    }
+
+    /// Where in its slot (see [`Self::frame`]) the datagram of a `len`-byte packet for
+    /// `tether` will lie, without framing it: GSO needs every datagram of a run to start at
+    /// the slot's front and fill the stride.
+    fn framed_range(&self, _tether: TetherId, len: usize) -> Range<usize> {
+        let h = self.headroom();
+        h..h + len
+    }
+
+    /// Writes per-tether telemetry for the tethers the transport measures itself.
+    fn telemetry(&mut self, _worker: u16, _out: &mut dyn FnMut(TelemetryBody)) {}
+
+    /// The transport's own counters, by snapshot name.
+    fn counters(&self, _out: &mut dyn FnMut(&'static str, u64)) {}
 
     /// Frames one sealed packet in place for `tether`. `buf` holds [`Self::headroom`]
     /// bytes, the packet of `len` bytes, then [`Self::tailroom`] bytes; returns the range of
     /// `buf` to send, or `None` if the tether cannot carry it now (dropped, counted).
+    /// `flow` keeps packets that belong together on one channel of the tether.
     fn frame(
         &mut self,
         now: Instant,
         tether: TetherId,
+        flow: u32,
         buf: &mut [u8],
         len: usize,
     ) -> Option<Range<usize>>;
@@ -94,13 +152,15 @@ impl HopTransport for Plain {
         self.changes.push(StateChange {
             tether,
             state: TetherState::Up,
+            peer: None,
         });
     }
 
-    fn remove_tether(&mut self, tether: TetherId) {
+    fn remove_tether(&mut self, _now: Instant, tether: TetherId) {
         self.changes.push(StateChange {
             tether,
             state: TetherState::Closed,
+            peer: None,
         });
     }
 
@@ -109,6 +169,7 @@ impl HopTransport for Plain {
         &mut self,
         _now: Instant,
         _tether: TetherId,
+        _flow: u32,
         _buf: &mut [u8],
         len: usize,
     ) -> Option<Range<usize>> {

@@ -18,8 +18,10 @@ use clap::{Parser, Subcommand};
 use conflux_dataplane::control::create_worker_rings;
 use conflux_dataplane::control::server::Server;
 use conflux_dataplane::driver::Driver;
-use conflux_dataplane::hop::Plain;
+use conflux_dataplane::hop::mixed::Mixed;
+use conflux_dataplane::hop::open::fingerprint_text;
 use conflux_dataplane::static_config::StaticConfig;
+use conflux_dataplane::tether::{LocalCertificate, TUN_MTU};
 use conflux_dataplane::tun::{self, TunQueue};
 use conflux_dataplane::udp::{self, UdpOptions};
 use conflux_dataplane::worker::{Worker, WorkerSetup};
@@ -64,8 +66,9 @@ struct RunArgs {
     /// Overlay IPv4 address and prefix length of the interface, e.g. 100.64.0.1/24.
     #[arg(long)]
     address: Option<String>,
-    /// TUN MTU.
-    #[arg(long, default_value_t = 1400)]
+    /// TUN MTU. The default keeps one full-size inner packet in one WebRTC DATA chunk
+    /// and one UDP datagram on a 1,500-byte underlay (see `conflux_dataplane::tether`).
+    #[arg(long, default_value_t = TUN_MTU as u32)]
     mtu: u32,
     /// UDP address to bind (the port is shared with SO_REUSEPORT, or the first of one per
     /// worker with --port-per-worker).
@@ -134,6 +137,11 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     tun::configure(&a.tun, a.mtu, addr)?;
     tracing::info!(tun = %a.tun, workers, offloads = ?queues[0].offloads, "TUN ready");
 
+    // One certificate for every worker: peers expect one fingerprint per node.
+    let certificate = LocalCertificate::generate()?;
+    let fingerprint = fingerprint_text(&certificate.fingerprint());
+    tracing::info!(dtls_fingerprint = %fingerprint, "DTLS certificate ready");
+
     let mut sets = Vec::new();
     let mut senders = Vec::new();
     let mut threads = Vec::new();
@@ -155,6 +163,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         let stop = stop.clone();
         let pin_to = (!a.no_pin).then_some(i % cores);
         let tun_fd = q.fd().try_clone()?;
+        let certificate = certificate.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
@@ -168,7 +177,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
                         udp: sock,
                         rings: end,
                         commands: rx,
-                        transport: Plain::default(),
+                        transport: Mixed::new(),
+                        listen: bind,
+                        certificate: Some(certificate),
                         stop: stop.clone(),
                     };
                     let res = Worker::new(setup).and_then(|mut w| w.run());
@@ -181,6 +192,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     let mut server = Server::bind(&a.socket, sets, senders)?;
+    server.set_dtls_fingerprint(fingerprint);
     tracing::info!(socket = %a.socket.display(), "serving control socket");
     while !STOP.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
         server.poll_once(std::time::Duration::from_millis(200));

@@ -6,9 +6,16 @@
 //! socket = "/run/conflux/a.sock"   # the data plane's control socket
 //! rekey_interval_s = 60            # keys rotate every interval (default 60)
 //!
-//! [[tether]]
+//! [[tether]]                       # plain: one sealed packet per datagram
 //! id = 1
 //! peer = "10.99.0.2:51820"
+//!
+//! [[tether]]                       # WebRTC: ICE, DTLS 1.2, SCTP data channels
+//! id = 2
+//! peer = "10.98.0.2:51820"         # the peer worker's address (the ICE candidate)
+//! kind = "webrtc"
+//! controlling = true               # exactly one end: ICE controlling, DTLS client
+//! fingerprint = "sha-256 <32 hex bytes>"  # the peer's (`conflux-dataplane snapshot`)
 //!
 //! [[stream]]                       # A → B, sealed here
 //! id = "00112233445566778899aabbccddeeff"
@@ -42,8 +49,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use conflux_shared::id::StreamId;
+use conflux_shared::proto::TetherOpen;
 use conflux_shared::wire::record::IpPrefix;
 use serde::Deserialize;
+
+use crate::hop::open::OpenRequest;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +102,24 @@ fn default_weight() -> u16 {
     1
 }
 
+/// How a tether frames packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TetherKind {
+    /// One sealed packet per datagram (an `InstallTether` record).
+    #[default]
+    Plain,
+    /// WebRTC data channels (a `TetherOpen` signal).
+    Webrtc,
+}
+
 /// A tether.
+///
+/// A WebRTC tether's ICE credentials default to values derived from the id and the role,
+/// the same at both ends; they only pair the two agents, while the DTLS fingerprint is
+/// what authenticates the peer. The driver opens a WebRTC tether on worker 0 only: with
+/// several workers, the others count and drop packets routed to it (see
+/// [`crate::hop`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TetherConfig {
@@ -100,6 +127,71 @@ pub struct TetherConfig {
     pub id: u32,
     /// Peer's UDP address.
     pub peer: SocketAddr,
+    /// Plain (default) or WebRTC.
+    #[serde(default)]
+    pub kind: TetherKind,
+    /// WebRTC: the peer's DTLS fingerprint, `"sha-256 AA:BB:…"`.
+    pub fingerprint: Option<String>,
+    /// WebRTC: this end is ICE controlling and the DTLS client.
+    #[serde(default)]
+    pub controlling: bool,
+    /// WebRTC: data channels (default 4).
+    pub channels: Option<u16>,
+    /// WebRTC: this end's ICE username fragment.
+    pub ice_ufrag: Option<String>,
+    /// WebRTC: this end's ICE password.
+    pub ice_pwd: Option<String>,
+    /// WebRTC: the peer's ICE username fragment.
+    pub peer_ice_ufrag: Option<String>,
+    /// WebRTC: the peer's ICE password.
+    pub peer_ice_pwd: Option<String>,
+}
+
+impl TetherConfig {
+    fn default_ufrag(&self, controlling: bool) -> String {
+        format!("cfx{}{}", self.id, if controlling { "c" } else { "a" })
+    }
+
+    fn default_pwd(&self, controlling: bool) -> String {
+        format!(
+            "confluxstatictether{:010}{}",
+            self.id,
+            if controlling { "c" } else { "a" }
+        )
+    }
+
+    /// The `TetherOpen` a WebRTC entry stands for (checked as the worker will).
+    pub fn open_message(&self) -> Result<TetherOpen, ConfigError> {
+        let c = self.controlling;
+        let m = TetherOpen {
+            tether: self.id,
+            candidates: vec![self.peer.to_string()],
+            controlling: c,
+            local_ufrag: self
+                .ice_ufrag
+                .clone()
+                .unwrap_or_else(|| self.default_ufrag(c)),
+            local_pwd: self.ice_pwd.clone().unwrap_or_else(|| self.default_pwd(c)),
+            remote_ufrag: self
+                .peer_ice_ufrag
+                .clone()
+                .unwrap_or_else(|| self.default_ufrag(!c)),
+            remote_pwd: self
+                .peer_ice_pwd
+                .clone()
+                .unwrap_or_else(|| self.default_pwd(!c)),
+            remote_fingerprint: self.fingerprint.clone().ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "tether {}: a WebRTC tether needs fingerprint",
+                    self.id
+                ))
+            })?,
+            channels: self.channels.map_or(0, u32::from),
+        };
+        OpenRequest::from_message(&m)
+            .map_err(|e| ConfigError::Invalid(format!("tether {}: {e}", self.id)))?;
+        Ok(m)
+    }
 }
 
 /// Which way a stream runs here.
@@ -253,6 +345,11 @@ impl StaticConfig {
                 "rekey_interval_s must be 2..=3600".into(),
             ));
         }
+        for t in &self.tether {
+            if t.kind == TetherKind::Webrtc {
+                t.open_message()?;
+            }
+        }
         for s in &self.stream {
             s.stream_id()?;
             s.secret_bytes()?;
@@ -289,7 +386,8 @@ mod tests {
             .take_while(|l| !l.starts_with("```"))
             .collect::<Vec<_>>()
             .join("\n")
-            .replace("<64 hex digits>", &"ab".repeat(32));
+            .replace("<64 hex digits>", &"ab".repeat(32))
+            .replace("<32 hex bytes>", &["AB"; 32].join(":"));
         let cfg: StaticConfig = toml::from_str(&example).unwrap();
         cfg.check().unwrap();
         assert_eq!(
@@ -299,7 +397,22 @@ mod tests {
                 cfg.route.len(),
                 cfg.relay.len()
             ),
-            (1, 2, 1, 1)
+            (2, 2, 1, 1)
+        );
+        assert_eq!(
+            cfg.tether[0].kind,
+            TetherKind::Plain,
+            "plain is the default"
+        );
+        let open = cfg.tether[1].open_message().unwrap();
+        assert!(open.controlling);
+        // The peer's entry (same id, other role) names the same credentials crosswise.
+        let mut peer = cfg.tether[1].clone();
+        peer.controlling = false;
+        let back = peer.open_message().unwrap();
+        assert_eq!(
+            (open.local_ufrag, open.local_pwd),
+            (back.remote_ufrag, back.remote_pwd)
         );
         assert!(
             !format!("{:?}", cfg.stream[0]).contains("abab"),
@@ -313,5 +426,10 @@ mod tests {
         assert!(parse_prefix("10.0.0.1/33").is_err());
         assert!(parse_prefix("10.0.0.1/24").is_err(), "host bits set");
         assert!(parse_prefix("10.0.0.0/24").is_ok());
+        let no_fingerprint: StaticConfig = toml::from_str(
+            "socket = \"/x\"\n[[tether]]\nid = 1\npeer = \"10.0.0.1:1\"\nkind = \"webrtc\"",
+        )
+        .unwrap();
+        assert!(no_fingerprint.check().is_err());
     }
 }

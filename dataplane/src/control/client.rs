@@ -6,16 +6,19 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use conflux_shared::proto::TetherOpen;
+use conflux_shared::ring::RingError;
 use conflux_shared::ring::fdpass::recv_fds;
 use conflux_shared::ring::{
     Consumer, Doorbells, MessageConsumer, MessageProducer, MessageRing, Producer, RecordRing,
 };
 use conflux_shared::wire::record::RingRecord;
+use prost::Message;
 
 use super::snapshot::Snapshot;
 use super::{
     Hello, KIND_COMMANDS, KIND_REPORTS, KIND_SIGNALS_IN, KIND_SIGNALS_OUT, PROTOCOL_VERSION,
-    WORKER_FD_NAMES, WorkerFds,
+    SIGNAL_TETHER_OPEN, WORKER_FD_NAMES, WorkerFds,
 };
 
 /// Largest snapshot accepted.
@@ -49,6 +52,16 @@ pub struct ControlEnd {
     pub signals_in: MessageProducer,
     /// Messages from the worker.
     pub signals_out: MessageConsumer,
+}
+
+impl ControlEnd {
+    /// Asks this worker to open a WebRTC tether; `Ok(false)` when the ring is full (try
+    /// again later). The worker checks the message and counts a bad one
+    /// (`tether_open_refused` in its snapshot).
+    pub fn open_tether(&mut self, open: &TetherOpen) -> Result<bool, RingError> {
+        self.signals_in
+            .send(SIGNAL_TETHER_OPEN, &open.encode_to_vec())
+    }
 }
 
 /// An attached control process's view of a data plane.

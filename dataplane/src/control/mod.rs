@@ -48,6 +48,8 @@ pub const SIGNALS_CAPACITY: usize = 64 * 1024;
 pub const MAX_SIGNAL: usize = 4096;
 /// Version of the attach protocol.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Signals-in message kind: a protobuf `conflux.v1.TetherOpen` (see [`crate::hop::open`]).
+pub const SIGNAL_TETHER_OPEN: u16 = 1;
 
 /// The first hand-over of an attach: what follows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +60,10 @@ pub struct Hello {
     pub workers: u16,
     /// Bytes of JSON snapshot after the last hand-over.
     pub snapshot_len: u32,
+    /// The certificate fingerprint every worker's WebRTC tethers present,
+    /// `"sha-256 AA:BB:…"` (empty if the data plane has none).
+    #[serde(default)]
+    pub dtls_fingerprint: String,
 }
 
 /// A worker's hand-over description: the order of its fds.

@@ -42,6 +42,7 @@ pub struct Server {
     sets: Vec<WorkerFdSet>,
     workers: Vec<Sender<Command>>,
     attached: Option<UnixStream>,
+    dtls_fingerprint: String,
     /// Control processes that attached so far.
     pub attaches: u64,
 }
@@ -80,8 +81,14 @@ impl Server {
             sets,
             workers,
             attached: None,
+            dtls_fingerprint: String::new(),
             attaches: 0,
         })
+    }
+
+    /// Sets the DTLS fingerprint `Hello` and snapshots announce (`"sha-256 AA:BB:…"`).
+    pub fn set_dtls_fingerprint(&mut self, fingerprint: String) {
+        self.dtls_fingerprint = fingerprint;
     }
 
     /// Serves until `stop` is set: accepts one control process at a time, hands it the
@@ -160,7 +167,10 @@ impl Server {
 
     /// Every worker's snapshot (waits up to a second for each).
     pub fn snapshot(&self) -> Snapshot {
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            dtls_fingerprint: self.dtls_fingerprint.clone(),
+            ..Default::default()
+        };
         for (i, w) in self.workers.iter().enumerate() {
             let (tx, rx) = bounded(1);
             let got = w
@@ -181,6 +191,7 @@ impl Server {
             version: PROTOCOL_VERSION,
             workers: self.sets.len() as u16,
             snapshot_len: snapshot.len() as u32,
+            dtls_fingerprint: self.dtls_fingerprint.clone(),
         };
         send_fds(stream.as_fd(), &serde_json::to_vec(&hello)?, &[])?;
         for (i, set) in self.sets.iter().enumerate() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::counters::Counters;
-use crate::table::Tables;
+use crate::table::{Tables, TetherKind};
 
 /// One stream as a worker holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +47,12 @@ pub struct TetherInfo {
     pub id: u32,
     /// Peer UDP address.
     pub peer: String,
+    /// `plain` or `webrtc`.
+    #[serde(default)]
+    pub kind: String,
+    /// `connecting`, `up`, `down` or `closed`.
+    #[serde(default)]
+    pub state: String,
     /// Datagrams sent.
     pub tx_packets: u64,
     /// Datagrams received.
@@ -58,6 +64,9 @@ pub struct TetherInfo {
 pub struct WorkerSnapshot {
     /// Worker index.
     pub worker: u16,
+    /// The address its UDP socket is bound to.
+    #[serde(default)]
+    pub listen: String,
     /// Streams sealed here.
     pub egress: Vec<StreamInfo>,
     /// Streams opened here.
@@ -129,6 +138,12 @@ impl WorkerSnapshot {
             .map(|(id, t)| TetherInfo {
                 id: *id,
                 peer: t.peer.to_string(),
+                kind: match t.kind {
+                    TetherKind::Plain => "plain",
+                    TetherKind::WebRtc => "webrtc",
+                }
+                .to_string(),
+                state: format!("{:?}", t.state).to_lowercase(),
                 tx_packets: t.tx_packets,
                 rx_packets: t.rx_packets,
             })
@@ -157,6 +172,7 @@ impl WorkerSnapshot {
         .collect();
         Self {
             worker,
+            listen: String::new(),
             egress,
             ingress,
             routes,
@@ -171,6 +187,10 @@ impl WorkerSnapshot {
 /// Every worker's state.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The certificate fingerprint the data plane's WebRTC tethers present,
+    /// `"sha-256 AA:BB:…"` (empty if it has none).
+    #[serde(default)]
+    pub dtls_fingerprint: String,
     /// One entry per worker, in worker order.
     pub workers: Vec<WorkerSnapshot>,
 }

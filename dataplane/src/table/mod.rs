@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use conflux_shared::crypto::aead::REJECT_AFTER_TIME;
 use conflux_shared::id::{Label, StreamId};
 use conflux_shared::wire::record::control::{epochs, policy_flags};
-use conflux_shared::wire::record::{Direction, PrefixOp, RecordRef, RouteTarget, TetherId};
+use conflux_shared::wire::record::{
+    Direction, PrefixOp, RecordRef, RouteTarget, TetherId, TetherState,
+};
 
 use crate::packet::FlowBuildHasher;
 use prefix::{Prefix, PrefixTable};
@@ -52,11 +54,24 @@ pub struct RelayEntry {
     pub out_label: Label,
 }
 
+/// How a tether frames packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TetherKind {
+    /// One sealed packet per datagram (an `InstallTether` record).
+    Plain,
+    /// WebRTC data channels (a `TetherOpen` signal).
+    WebRtc,
+}
+
 /// A tether as the packet path sees it: where its datagrams go, and what went through.
 #[derive(Debug, Clone)]
 pub struct Tether {
     /// The peer's UDP address.
     pub peer: SocketAddr,
+    /// How it frames packets.
+    pub kind: TetherKind,
+    /// Its last reported state.
+    pub state: TetherState,
     /// Datagrams sent.
     pub tx_packets: u64,
     /// Bytes sent.
@@ -254,6 +269,8 @@ impl Tables {
                     id,
                     Tether {
                         peer,
+                        kind: TetherKind::Plain,
+                        state: TetherState::Up,
                         tx_packets: 0,
                         tx_bytes: 0,
                         rx_packets: 0,
@@ -375,6 +392,45 @@ impl Tables {
     /// The egress stream `id`, if installed.
     pub fn egress_stream(&self, id: StreamId) -> Option<&EgressStream> {
         self.egress.iter().find(|s| s.id == id)
+    }
+
+    /// Adds a WebRTC tether whose datagrams go to `peers[0]` until ICE picks a pair;
+    /// replaces any tether with the same id.
+    pub fn open_tether(&mut self, id: TetherId, peers: &[SocketAddr]) {
+        let Some(&first) = peers.first() else {
+            return;
+        };
+        if let Some(old) = self.tethers.remove(&id) {
+            self.tether_by_peer.remove(&old.peer);
+        }
+        self.tether_by_peer.retain(|_, t| *t != id);
+        self.tethers.insert(
+            id,
+            Tether {
+                peer: first,
+                kind: TetherKind::WebRtc,
+                state: TetherState::Connecting,
+                tx_packets: 0,
+                tx_bytes: 0,
+                rx_packets: 0,
+                rx_bytes: 0,
+            },
+        );
+        for p in peers {
+            self.tether_by_peer.insert(*p, id);
+        }
+    }
+
+    /// Records a tether's new state and, when ICE chose one, its new peer address.
+    pub fn tether_changed(&mut self, id: TetherId, state: TetherState, peer: Option<SocketAddr>) {
+        let Some(t) = self.tethers.get_mut(&id) else {
+            return;
+        };
+        t.state = state;
+        if let Some(p) = peer {
+            t.peer = p;
+            self.tether_by_peer.insert(p, id);
+        }
     }
 
     /// The tether a datagram from `peer` came over.

@@ -304,6 +304,11 @@ impl Tether {
         self.end(CloseReason::Local);
     }
 
+    /// The peer's candidates this tether was opened with.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.cfg.remote_candidates
+    }
+
     /// Processes one received datagram, decrypting in place; returns its messages.
     pub fn handle_input<'a>(
         &mut self,

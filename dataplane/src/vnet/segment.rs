@@ -21,8 +21,9 @@ const TCP_CWR: u8 = 0x80;
 pub struct SegmentLayout {
     /// Bytes left free in front of each segment.
     pub headroom: usize,
-    /// Distance from one segment's slot to the next; headroom, the segment and whatever
-    /// tailroom the caller needs must fit in it.
+    /// Distance from one segment to the next. Segments never overlap (a segment fits in
+    /// the stride); slots may (the caller's tailroom can reach into the next slot's
+    /// headroom, as when datagrams start after a constant offset and sit back to back).
     pub stride: usize,
 }
 
@@ -106,7 +107,7 @@ pub fn segment(
     let n = payload.len().div_ceil(mss).max(1);
     if n > lens.len()
         || (n - 1) * layout.stride + layout.headroom + hlen + mss.min(payload.len()) > out.len()
-        || layout.headroom + hlen + mss > layout.stride
+        || hlen + mss > layout.stride
     {
         return Err(VnetError::NoRoom(n));
     }

@@ -17,6 +17,9 @@ use crate::udp::from_sockaddr;
 const RECVMSG_OUT_LEN: usize = 16;
 /// `SOL_UDP` / `UDP_GRO` control message: the size of the coalesced datagrams.
 const UDP_GRO: i32 = 104;
+/// Owner-word bit (beside the owner, which uses bits 0-15 and 30-31): the packet's own
+/// datagram has room to be framed again in place.
+const ROOM: u32 = 1 << 29;
 
 /// The GRO segment size in a received control area, if any.
 fn gro_size(control: &[u8]) -> Option<usize> {
@@ -77,6 +80,7 @@ impl<T: HopTransport> Worker<T> {
             return;
         };
         let tether = self.tables.tether_of(&from);
+        let th = self.transport.headroom();
         let mut refs = 0u16;
         let mut at = payload_at;
         let end = payload_at + payload_len;
@@ -97,9 +101,14 @@ impl<T: HopTransport> Worker<T> {
                     self.counters.bump(CounterId::MalformedPacket);
                     continue;
                 }
+                // Whether a relay may frame this packet in place for the usual tether kind
+                // without touching the next datagram of a GRO batch.
+                let framed = self.transport.framed_len(r.len());
+                let room = r.start >= th && framed >= th + r.len() && r.start - th + framed <= dlen;
+                let owner = Owner::Udp(bid).pack() | if room { ROOM } else { 0 };
                 // SAFETY: `r` lies within this datagram, inside the buffer the worker holds;
                 // the transport returns disjoint ranges, so each byte has one view.
-                let pkt = unsafe { Pkt::new(dptr.add(r.start), r.len(), Owner::Udp(bid).pack()) };
+                let pkt = unsafe { Pkt::new(dptr.add(r.start), r.len(), owner) };
                 self.ingress_pkts.push(pkt);
                 refs += 1;
             }
@@ -146,6 +155,11 @@ impl<T: HopTransport> Worker<T> {
     }
 
     fn relay_one(&mut self, now: Instant, mut pkt: Pkt, tether: u32, owner: Owner) {
+        // The outgoing label keeps one route's packets on one channel.
+        let label = pkt
+            .as_mut()
+            .get(..conflux_shared::wire::data::HEADER_LEN)
+            .map_or(0, |h| u32::from_be_bytes([h[12], h[13], h[14], h[15]]));
         let Some(t) = self.tables.tethers.get_mut(&tether) else {
             self.release(owner);
             return;
@@ -153,12 +167,21 @@ impl<T: HopTransport> Worker<T> {
         let peer = t.peer;
         let (th, tt) = (self.transport.headroom(), self.transport.tailroom());
         let len = pkt.len();
-        // SAFETY: a received data packet sits inside its datagram, which the transport
-        // framed with at least `th` bytes before and `tt` after (zero for the plain one).
+        let need = self.transport.framed_range(tether, len);
+        if (need.start < th || need.end > th + len) && pkt.owner & ROOM == 0 {
+            // Framing would write outside the datagram the packet came in (a plain datagram
+            // relayed onto a WebRTC tether): the bytes there may be the next datagram's.
+            self.counters.bump(CounterId::RelayDenied);
+            self.release(owner);
+            return;
+        }
+        // SAFETY: the packet sits `th` or more bytes into a UDP buffer (after the recvmsg
+        // header, name and control areas, or inside its own framed datagram), and framing
+        // writes only where the check above allows.
         let buf = unsafe {
             std::slice::from_raw_parts_mut(pkt.as_mut().as_mut_ptr().sub(th), th + len + tt)
         };
-        let Some(range) = self.transport.frame(now, tether, buf, len) else {
+        let Some(range) = self.transport.frame(now, tether, label, buf, len) else {
             self.release(owner);
             return;
         };

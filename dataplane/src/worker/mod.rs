@@ -33,15 +33,17 @@ use crossbeam::channel::Receiver;
 use io_uring::{IoUring, opcode, squeue, types};
 
 use crate::buffer::{BufRing, BufferError, Geometry, Pkt, SlabPool};
-use crate::control::WorkerEnd;
 use crate::control::server::Command;
 use crate::control::snapshot::WorkerSnapshot;
+use crate::control::{SIGNAL_TETHER_OPEN, WorkerEnd};
 use crate::counters::{Counters, monotonic_ns};
 use crate::egress::EgressVerdict;
 use crate::hop::HopTransport;
+use crate::hop::open::OpenRequest;
 use crate::ingress::IngressVerdict;
 use crate::relay::RelayLimiter;
 use crate::table::Tables;
+use crate::tether::{LocalCertificate, TetherConfig};
 use crate::vnet::VNET_HDR_LEN;
 use crate::vnet::coalesce::Coalescer;
 use ops::{Owner, Pool, SendCtx, WriteCtx, op, tag, untag};
@@ -63,6 +65,7 @@ const SENDS: usize = 1024;
 const WRITES: usize = 256;
 const TICK: Duration = Duration::from_millis(50);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+const TELEMETRY_EVERY: Duration = Duration::from_millis(100);
 const TUN_GROUP: u16 = 0;
 const UDP_GROUP: u16 = 1;
 /// Name and control space in each received UDP buffer.
@@ -94,6 +97,10 @@ pub struct WorkerSetup<T> {
     pub commands: Receiver<Command>,
     /// The hop transport.
     pub transport: T,
+    /// The address its UDP socket is bound to.
+    pub listen: SocketAddr,
+    /// The node's DTLS certificate, shared by its workers (`None`: no WebRTC tethers).
+    pub certificate: Option<LocalCertificate>,
     /// Set to stop the loop.
     pub stop: Arc<AtomicBool>,
 }
@@ -132,7 +139,11 @@ pub struct Worker<T: HopTransport> {
     tun_armed: bool,
     udp_armed: bool,
     next_report: Instant,
+    next_telemetry: Instant,
     report: report::Reporter,
+    listen: SocketAddr,
+    certificate: Option<LocalCertificate>,
+    opens: OpenCounters,
     control_scratch: Vec<u8>,
     last_send_error: i32,
 }
@@ -214,7 +225,11 @@ impl<T: HopTransport> Worker<T> {
             tun_armed: false,
             udp_armed: false,
             next_report: now + REPORT_EVERY,
+            next_telemetry: now + TELEMETRY_EVERY,
             report: report::Reporter::new(setup.index),
+            listen: setup.listen,
+            certificate: setup.certificate,
+            opens: OpenCounters::default(),
             control_scratch: vec![0; crate::control::MAX_SIGNAL],
             last_send_error: 0,
         })
@@ -222,9 +237,6 @@ impl<T: HopTransport> Worker<T> {
 
     /// Runs until the stop flag is set.
     pub fn run(&mut self) -> Result<(), WorkerError> {
-        let ts = types::Timespec::new()
-            .sec(TICK.as_secs())
-            .nsec(TICK.subsec_nanos());
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             self.poll_control(now);
@@ -240,8 +252,26 @@ impl<T: HopTransport> Worker<T> {
                     self.index,
                 );
             }
+            if now >= self.next_telemetry {
+                self.next_telemetry = now + TELEMETRY_EVERY;
+                let (rings, counters, report) =
+                    (&mut self.rings, &mut self.counters, &mut self.report);
+                self.transport.telemetry(self.index, &mut |body| {
+                    report.telemetry(rings, counters, &body)
+                });
+            }
             self.drive_transport(now);
             self.arm();
+            // Wake for the transport's next timer (retransmission, SACK, heartbeat) if it
+            // comes before the tick.
+            let wait = self
+                .transport
+                .poll_timeout()
+                .map_or(TICK, |t| t.saturating_duration_since(Instant::now()))
+                .clamp(Duration::from_micros(50), TICK);
+            let ts = types::Timespec::new()
+                .sec(wait.as_secs())
+                .nsec(wait.subsec_nanos());
             let args = types::SubmitArgs::new().timespec(&ts);
             match self.ring.submitter().submit_with_args(1, &args) {
                 Ok(_) => {}
@@ -440,6 +470,7 @@ impl<T: HopTransport> Worker<T> {
             }
         }
         while let Some(c) = self.transport.poll_state() {
+            self.tables.tether_changed(c.tether, c.state, c.peer);
             self.report
                 .tether_state(&mut self.rings, &mut self.counters, c);
         }
@@ -462,7 +493,9 @@ impl<T: HopTransport> Worker<T> {
                             RecordRef::InstallTether(b) => {
                                 transport.add_tether(now, b.tether.get(), b.peer.socket_addr())
                             }
-                            RecordRef::RemoveTether(b) => transport.remove_tether(b.tether.get()),
+                            RecordRef::RemoveTether(b) => {
+                                transport.remove_tether(now, b.tether.get())
+                            }
                             _ => {}
                         }
                     }
@@ -481,15 +514,96 @@ impl<T: HopTransport> Worker<T> {
         if res.is_err() {
             self.counters.bump(CounterId::MalformedRecord);
         }
-        // Tether signalling is the tether stack's; nothing else travels these rings yet.
-        while let Ok(Some(_)) = self.rings.signals_in.try_recv(&mut self.control_scratch) {}
+        let mut scratch = std::mem::take(&mut self.control_scratch);
+        loop {
+            match self.rings.signals_in.try_recv(&mut scratch) {
+                Ok(Some(m)) if m.kind == SIGNAL_TETHER_OPEN => {
+                    self.open_tether(now, &scratch[..m.len]);
+                }
+                Ok(Some(m)) => {
+                    tracing::warn!(worker = self.index, kind = m.kind, "unknown signal");
+                    self.opens.refused += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(worker = self.index, "signals ring: {e}");
+                    self.opens.refused += 1;
+                    break;
+                }
+            }
+        }
+        self.control_scratch = scratch;
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::Snapshot(reply) => {
-                    let _ =
-                        reply.send(WorkerSnapshot::of(self.index, &self.tables, &self.counters));
+                    let mut snap = WorkerSnapshot::of(self.index, &self.tables, &self.counters);
+                    snap.listen = self.listen.to_string();
+                    snap.counters
+                        .insert("tether_open_refused".into(), self.opens.refused);
+                    self.transport.counters(&mut |name, v| {
+                        snap.counters.insert(name.to_string(), v);
+                    });
+                    let _ = reply.send(snap);
                 }
             }
         }
     }
+
+    /// Applies one `TetherOpen` signal; a bad one is logged and counted.
+    fn open_tether(&mut self, now: Instant, bytes: &[u8]) {
+        let res = OpenRequest::decode(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|req| {
+                let cert = self
+                    .certificate
+                    .clone()
+                    .ok_or_else(|| "this data plane has no DTLS certificate".to_string())?;
+                let local = local_address(self.listen, req.candidates[0])
+                    .map_err(|e| format!("no local address towards {}: {e}", req.candidates[0]))?;
+                let mut cfg = TetherConfig::new(
+                    local,
+                    req.candidates.clone(),
+                    req.local.clone(),
+                    req.remote.clone(),
+                    req.controlling,
+                    cert,
+                    req.fingerprint,
+                );
+                cfg.channels = req.channels;
+                self.transport
+                    .open_tether(now, req.tether, cfg)
+                    .map_err(|e| e.to_string())?;
+                self.tables.open_tether(req.tether, &req.candidates);
+                Ok(req.tether)
+            });
+        match res {
+            Ok(t) => tracing::info!(worker = self.index, tether = t, "opening WebRTC tether"),
+            Err(e) => {
+                self.opens.refused += 1;
+                tracing::warn!(worker = self.index, "tether open refused: {e}");
+            }
+        }
+    }
+}
+
+/// Refused `TetherOpen` signals (malformed, or the transport would not open them).
+#[derive(Debug, Default, Clone, Copy)]
+struct OpenCounters {
+    refused: u64,
+}
+
+/// The address this worker's datagrams to `peer` leave from: the bound address, or, for a
+/// wildcard bind, the source the routing table picks (a connected UDP socket sends nothing).
+fn local_address(listen: SocketAddr, peer: SocketAddr) -> std::io::Result<SocketAddr> {
+    if !listen.ip().is_unspecified() {
+        return Ok(listen);
+    }
+    let any: SocketAddr = if peer.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = std::net::UdpSocket::bind(any)?;
+    s.connect(peer)?;
+    Ok(SocketAddr::new(s.local_addr()?.ip(), listen.port()))
 }

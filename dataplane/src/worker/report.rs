@@ -11,7 +11,7 @@ use conflux_shared::wire::record::{
 use crate::control::WorkerEnd;
 use crate::counters::Counters;
 use crate::hop::StateChange;
-use crate::table::Tables;
+use crate::table::{Tables, TetherKind};
 
 /// Misses a worker reports per second at most.
 const MISSES_PER_SECOND: u32 = 16;
@@ -60,11 +60,28 @@ impl Reporter {
                 Self::push(rings, counters, &rec);
             }
         }
-        for (id, t) in &tables.tethers {
+        // WebRTC tethers report their own telemetry every 100 ms.
+        for (id, t) in tables
+            .tethers
+            .iter()
+            .filter(|(_, t)| t.kind == TetherKind::Plain)
+        {
             let body = TelemetryBody::new(*id, self.worker, 0, 0, t.tx_bytes, t.tx_packets, 0);
             if let Ok(rec) = RingRecord::encode(&body) {
                 Self::push(rings, counters, &rec);
             }
+        }
+    }
+
+    /// One tether's telemetry.
+    pub(super) fn telemetry(
+        &mut self,
+        rings: &mut WorkerEnd,
+        counters: &mut Counters,
+        body: &TelemetryBody,
+    ) {
+        if let Ok(rec) = RingRecord::encode(body) {
+            Self::push(rings, counters, &rec);
         }
     }
 

@@ -68,13 +68,18 @@ impl<T: HopTransport> Worker<T> {
         // SAFETY: as in `on_tun_read`; the previous view was dropped.
         let buf = unsafe { self.tun_bufs.buffer_mut(bid) };
         let packet = &buf[HEADROOM..HEADROOM + len];
-        let (th, tt) = (self.transport.headroom(), self.transport.tailroom());
+        let th = self.transport.headroom();
         let Ok(seg_len) = max_segment_len(hdr, packet) else {
             self.counters.bump(CounterId::MalformedPacket);
             self.tun_bufs.stage(bid);
             return;
         };
-        let stride = th + OVERHEAD + seg_len + tt;
+        // Segments sit at the stride their datagrams will have, so a run framed for the
+        // transport's usual tether kind leaves back to back and goes out as one GSO send.
+        let stride = self
+            .transport
+            .framed_len(OVERHEAD + seg_len)
+            .max(OVERHEAD + seg_len);
         let Some(slab) = self.slabs.take() else {
             self.counters.bump(CounterId::UdpSendFailed);
             self.tun_bufs.stage(bid);
@@ -143,7 +148,9 @@ impl<T: HopTransport> Worker<T> {
             let pkt = self.egress_pkts[i];
             let owner = Owner::unpack(pkt.owner);
             match self.egress_verdicts[i] {
-                EgressVerdict::Send { tether, .. } => self.send_one(now, pkt, tether, owner),
+                EgressVerdict::Send { tether, stream, .. } => {
+                    self.send_one(now, pkt, tether, stream, owner)
+                }
                 EgressVerdict::Miss(dst) => {
                     self.report
                         .miss(&mut self.rings, &mut self.counters, now, dst);
@@ -157,7 +164,7 @@ impl<T: HopTransport> Worker<T> {
         self.egress_pkts.clear();
     }
 
-    fn send_one(&mut self, now: Instant, mut pkt: Pkt, tether: u32, owner: Owner) {
+    fn send_one(&mut self, now: Instant, mut pkt: Pkt, tether: u32, flow: u32, owner: Owner) {
         let Some(t) = self.tables.tethers.get_mut(&tether) else {
             self.counters.bump(CounterId::NoRoute);
             self.release(owner);
@@ -171,7 +178,7 @@ impl<T: HopTransport> Worker<T> {
         let buf = unsafe {
             std::slice::from_raw_parts_mut(pkt.as_mut().as_mut_ptr().sub(th), th + len + tt)
         };
-        let Some(range) = self.transport.frame(now, tether, buf, len) else {
+        let Some(range) = self.transport.frame(now, tether, flow, buf, len) else {
             self.counters.bump(CounterId::UdpSendFailed);
             self.release(owner);
             return;
@@ -189,13 +196,14 @@ impl<T: HopTransport> Worker<T> {
 
     /// Sends a super-packet's segments as one GSO `sendmsg` when they all go to one
     /// tether and frame into equal, back-to-back datagrams; otherwise leaves them to
-    /// [`Self::send_one`].
+    /// [`Self::send_one`]. The geometry is checked before anything is framed, because
+    /// framing a packet for a tether (a DTLS record, an SCTP TSN) happens once.
     fn send_run(&mut self, now: Instant, run: &SlabRun) {
         if run.count < 2 {
             return;
         }
         let verdicts = &self.egress_verdicts[run.first..run.first + run.count];
-        let EgressVerdict::Send { tether, .. } = verdicts[0] else {
+        let EgressVerdict::Send { tether, stream, .. } = verdicts[0] else {
             return;
         };
         if !verdicts
@@ -204,48 +212,84 @@ impl<T: HopTransport> Worker<T> {
         {
             return;
         }
+        if !self.tables.tethers.contains_key(&tether) {
+            return;
+        }
+        let offset = self
+            .transport
+            .framed_range(tether, self.egress_pkts[run.first].len())
+            .start;
+        for k in 0..run.count {
+            let r = self
+                .transport
+                .framed_range(tether, self.egress_pkts[run.first + k].len());
+            let last = k + 1 == run.count;
+            if r.start != offset || (!last && r.len() != run.stride) {
+                // Not back to back: the framed datagrams go out one by one.
+                return;
+            }
+        }
+        let (th, tt) = (self.transport.headroom(), self.transport.tailroom());
+        // SAFETY: the run's segments lie in this slab, which the worker holds; the view is
+        // re-derived from the pointer because releasing refused segments below borrows the
+        // worker again.
+        let slab: &mut [u8] = unsafe {
+            let s = self.slabs.slot_mut(run.slab);
+            std::slice::from_raw_parts_mut(s.as_mut_ptr(), s.len())
+        };
+        let mut framed = 0;
+        let mut total = 0;
+        for k in 0..run.count {
+            let len = self.egress_pkts[run.first + k].len();
+            let start = k * run.stride;
+            // A slot may reach a few bytes into the next segment's (still unused) headroom;
+            // framing writes only the datagram, which ends within the stride.
+            let end = (start + th + len + tt).min(slab.len());
+            let Some(range) = self
+                .transport
+                .frame(now, tether, stream, &mut slab[start..end], len)
+            else {
+                break;
+            };
+            framed += 1;
+            total = start + range.end - offset;
+        }
+        for k in 0..run.count {
+            self.egress_verdicts[run.first + k] = EgressVerdict::Pending;
+        }
+        // Segments the tether refused are dropped (the tether counts them).
+        for _ in framed..run.count {
+            self.counters.bump(CounterId::UdpSendFailed);
+            self.release(Owner::Slab(run.slab));
+        }
+        if framed == 0 {
+            return;
+        }
         let Some(t) = self.tables.tethers.get_mut(&tether) else {
             return;
         };
         let peer = t.peer;
-        let (th, tt) = (self.transport.headroom(), self.transport.tailroom());
-        // SAFETY: the run's segments lie in this slab, which the worker holds.
-        let slab = unsafe { self.slabs.slot_mut(run.slab) };
-        let mut total = 0;
-        for k in 0..run.count {
-            let len = self.egress_pkts[run.first + k].len();
-            let slot = &mut slab[k * run.stride..k * run.stride + th + len + tt];
-            let Some(range) = self.transport.frame(now, tether, slot, len) else {
-                return;
-            };
-            let last = k + 1 == run.count;
-            if range.start != 0 || (!last && range.len() != run.stride) {
-                // Not back to back: the framed datagrams go out one by one.
-                return;
-            }
-            total = k * run.stride + range.len();
-        }
-        let datagrams = run.count as u32;
+        let datagrams = framed as u32;
         t.tx_packets += u64::from(datagrams);
         t.tx_bytes += total as u64;
         self.counters.egress_packets += u64::from(datagrams);
-        for k in 0..run.count {
+        for k in 0..framed {
             self.counters.egress_bytes += (self.egress_pkts[run.first + k].len() - OVERHEAD) as u64;
-            self.egress_verdicts[run.first + k] = EgressVerdict::Pending;
         }
         // One GSO send may carry at most 64 KiB of UDP payload.
         let per_send = (MAX_GSO_BYTES / run.stride).clamp(1, MAX_GSO_SEGMENTS);
-        let base = slab.as_mut_ptr();
+        // SAFETY: `offset` lies within the slab's first stride.
+        let base = unsafe { slab.as_mut_ptr().add(offset) };
         let mut k = 0;
-        while k < run.count {
-            let n = per_send.min(run.count - k);
+        while k < framed {
+            let n = per_send.min(framed - k);
             let start = k * run.stride;
-            let end = if k + n == run.count {
+            let end = if k + n == framed {
                 total
             } else {
                 (k + n) * run.stride
             };
-            // SAFETY: `start..end` lies within the slab.
+            // SAFETY: `start..end` lies within the slab, past `offset`.
             let ptr = unsafe { base.add(start) };
             if !self.send(
                 ptr,
