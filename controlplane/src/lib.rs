@@ -4,4 +4,5 @@
 pub mod ctl;
 pub mod guardian;
 pub mod node;
+pub mod overlay;
 pub mod route;

@@ -84,6 +84,8 @@ pub struct Counters {
     pub handshakes_initiated: u64,
     /// Inbound streams accepted by this node.
     pub handshakes_answered: u64,
+    /// Outbound streams given a fresh key.
+    pub rekeys: u64,
 }
 
 impl Counters {

@@ -30,6 +30,10 @@ pub struct Stream {
     pub established_unix_ms: u64,
     /// For outbound streams: request to accepted reply, in microseconds.
     pub handshake_us: u64,
+    /// The data plane key epoch (0 or 1) of this key.
+    pub epoch: u8,
+    /// Keys this stream has had (1 for a fresh stream, +1 per rekey).
+    pub generation: u64,
 }
 
 /// This node's stream to a peer.
@@ -61,6 +65,17 @@ impl Outbound {
     }
 }
 
+/// A rekey handshake in flight while the current outbound stream keeps carrying traffic.
+#[derive(Debug)]
+pub struct Rekey {
+    /// Matches the reply to the request.
+    pub attempt: u64,
+    /// When the request was handed out.
+    pub sent: Instant,
+    /// The handshake state awaiting the accept.
+    pub initiator: Box<Initiator>,
+}
+
 /// A trusted peer.
 #[derive(Debug)]
 pub struct Peer {
@@ -84,6 +99,10 @@ pub struct Peer {
     pub backoff: Duration,
     /// When the directory was last asked about this peer.
     pub directory_checked: Option<Instant>,
+    /// On-demand mode: traffic asked for an outbound stream to this peer.
+    pub wanted: bool,
+    /// A rekey of the outbound stream in flight.
+    pub rekey: Option<Rekey>,
 }
 
 impl Peer {
@@ -100,6 +119,8 @@ impl Peer {
             retry_at: now,
             backoff: FIRST_BACKOFF,
             directory_checked: None,
+            wanted: false,
+            rekey: None,
         }
     }
 

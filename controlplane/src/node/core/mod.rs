@@ -38,6 +38,7 @@ use super::presence;
 use super::ratelimit::{KeyedLimiter, Rate, TokenBucket};
 use super::trust::{Trust, TrustedCert};
 
+mod demand;
 mod view;
 
 #[cfg(test)]
@@ -144,6 +145,10 @@ pub enum Output {
         stream_id: StreamId,
         /// Its key.
         key: StreamKey,
+        /// The data plane key epoch (0 or 1) the key takes.
+        epoch: u8,
+        /// A rekey: the stream this key replaces (same data plane stream, other epoch).
+        replaces: Option<StreamId>,
     },
     /// A stream is gone: the data plane must forget its key.
     StreamDown {
@@ -210,6 +215,7 @@ pub struct Node {
     counters: Counters,
     scratch: Box<[u8; SCRATCH_LEN]>,
     started: Instant,
+    on_demand: bool,
 }
 
 impl Node {
@@ -246,6 +252,7 @@ impl Node {
             counters: Counters::default(),
             scratch: Box::new([0; SCRATCH_LEN]),
             started: now.mono,
+            on_demand: false,
         };
         node.schedule_renewal(now);
         Ok(node)
@@ -292,12 +299,15 @@ impl Node {
         for p in self.peers.values() {
             t = t.min(p.last_seen + self.timing.peer_timeout);
             match &p.outbound {
-                Outbound::Idle if p.verdict.allows() => t = t.min(p.retry_at),
+                Outbound::Idle if p.verdict.allows() && self.wants(p) => t = t.min(p.retry_at),
                 Outbound::Pending { sent, .. } => t = t.min(*sent + self.pending_limit()),
                 _ => {}
             }
             if let Some(c) = p.directory_checked {
                 t = t.min(c + DIRECTORY_TTL);
+            }
+            if let Some(r) = &p.rekey {
+                t = t.min(r.sent + self.pending_limit());
             }
         }
         t
@@ -316,19 +326,26 @@ impl Node {
         }
         let limit = self.pending_limit();
         let mut due = Vec::new();
+        let on_demand = self.on_demand;
         for (id, p) in &mut self.peers {
             if let Outbound::Pending { sent, .. } = &p.outbound
                 && now.mono >= *sent + limit
             {
                 p.failed(now.mono);
             }
-            if p.verdict.allows() && matches!(p.outbound, Outbound::Idle) && now.mono >= p.retry_at
+            if p.rekey.as_ref().is_some_and(|r| now.mono >= r.sent + limit) {
+                p.rekey = None;
+            }
+            if p.verdict.allows()
+                && (!on_demand || p.wanted)
+                && matches!(p.outbound, Outbound::Idle)
+                && now.mono >= p.retry_at
             {
                 due.push(*id);
             }
         }
         for id in due {
-            self.start_handshake(id, now);
+            self.start_handshake(id, now, false);
         }
         let stale: Vec<NodeId> = self
             .peers
@@ -398,6 +415,10 @@ impl Node {
             }
             return;
         };
+        if p.rekey.as_ref().is_some_and(|r| r.attempt == attempt) {
+            self.finish_rekey(now, peer, reply);
+            return;
+        }
         let Outbound::Pending {
             attempt: want,
             sent,
@@ -439,12 +460,16 @@ impl Node {
                     established: now.mono,
                     established_unix_ms: now.unix_ms,
                     handshake_us,
+                    epoch: 0,
+                    generation: 1,
                 };
                 self.outputs.push_back(Output::StreamUp {
                     peer,
                     direction: Direction::Out,
                     stream_id: stream.stream_id,
                     key: stream.key.clone(),
+                    epoch: 0,
+                    replaces: None,
                 });
                 p.outbound = Outbound::Up(stream);
                 p.backoff = super::peers::FIRST_BACKOFF;
@@ -642,15 +667,22 @@ impl Node {
             self.drop_streams(id);
         } else if !was.allows() || matches!(p.outbound, Outbound::Idle) {
             p.retry_now(now.mono);
-            if matches!(p.outbound, Outbound::Idle) {
-                self.start_handshake(id, now);
+            if matches!(p.outbound, Outbound::Idle) && (!self.on_demand || p.wanted) {
+                self.start_handshake(id, now, false);
             }
         }
     }
 
-    fn start_handshake(&mut self, id: NodeId, now: Now) {
+    /// Starts a handshake for a new outbound stream, or (`rekey`) for a fresh key of the
+    /// current one, which keeps carrying traffic meanwhile.
+    fn start_handshake(&mut self, id: NodeId, now: Now, rekey: bool) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
+        };
+        let current = match (&p.outbound, rekey) {
+            (Outbound::Up(s), true) if p.rekey.is_none() => Some((s.stream_id, s.epoch)),
+            (_, true) => return,
+            _ => None,
         };
         let local = Local {
             id: self.id,
@@ -672,6 +704,7 @@ impl Node {
         );
         let (initiator, len) = match started {
             Ok(s) => s,
+            Err(_) if rekey => return,
             Err(_) => {
                 p.failed(now.mono);
                 return;
@@ -687,13 +720,23 @@ impl Node {
                 .as_ref()
                 .map(|s| s.stream_id.0.to_vec())
                 .unwrap_or_default(),
+            replaces_stream_id: current.map(|(s, _)| s.0.to_vec()).unwrap_or_default(),
+            key_epoch: current.map_or(0, |(_, e)| u32::from(1 - e)),
         }
         .encode_to_vec();
-        p.outbound = Outbound::Pending {
-            attempt,
-            sent: now.mono,
-            initiator: Box::new(initiator),
-        };
+        if rekey {
+            p.rekey = Some(super::peers::Rekey {
+                attempt,
+                sent: now.mono,
+                initiator: Box::new(initiator),
+            });
+        } else {
+            p.outbound = Outbound::Pending {
+                attempt,
+                sent: now.mono,
+                initiator: Box::new(initiator),
+            };
+        }
         self.outputs.push_back(Output::HandshakeRequest {
             peer: id,
             attempt,
@@ -737,6 +780,18 @@ impl Node {
                 &mut self.scratch[..],
             )
             .map_err(|e| handshake::ignored(&e))?;
+        let epoch = u8::try_from(req.key_epoch)
+            .ok()
+            .filter(|e| *e <= 1)
+            .ok_or(Ignored::Malformed)?;
+        let replaces = peer
+            .inbound
+            .as_ref()
+            .filter(|s| {
+                !req.replaces_stream_id.is_empty()
+                    && s.stream_id.0.as_slice() == req.replaces_stream_id.as_slice()
+            })
+            .map(|s| (s.stream_id, s.generation));
         let stream = Stream {
             stream_id: est.stream_id,
             fingerprint: handshake::key_fingerprint(&est.key),
@@ -744,8 +799,12 @@ impl Node {
             established: now.mono,
             established_unix_ms: now.unix_ms,
             handshake_us: 0,
+            epoch,
+            generation: replaces.map_or(1, |(_, g)| g + 1),
         };
-        if let Some(old) = peer.inbound.take() {
+        if let Some(old) = peer.inbound.take()
+            && replaces.is_none()
+        {
             self.outputs.push_back(Output::StreamDown {
                 peer: id,
                 direction: Direction::In,
@@ -757,6 +816,8 @@ impl Node {
             direction: Direction::In,
             stream_id: stream.stream_id,
             key: stream.key.clone(),
+            epoch,
+            replaces: replaces.map(|(s, _)| s),
         });
         peer.inbound = Some(stream);
         self.counters.handshakes_answered += 1;
@@ -778,7 +839,9 @@ impl Node {
                 });
             }
             peer.retry_now(now.mono);
-            self.start_handshake(id, now);
+            if !self.on_demand || peer.wanted {
+                self.start_handshake(id, now, false);
+            }
         }
         Ok(reply)
     }

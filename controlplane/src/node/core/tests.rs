@@ -414,6 +414,7 @@ fn forged_certificates_and_signatures_are_ignored_and_counted() {
         )),
         init: vec![1, 1, 0, 0],
         inbound_stream_id: Vec::new(),
+        ..HandshakeRequest::default()
     }
     .encode_to_vec();
     assert_eq!(m.nodes[a].handle_handshake_request(now, &req), None);

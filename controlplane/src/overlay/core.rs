@@ -1,0 +1,630 @@
+//! The overlay's state: streams as the data plane holds them, tethers, routes, relays.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use conflux_shared::crypto::key::StreamKey;
+use conflux_shared::id::{Label, NodeId, StreamId};
+use conflux_shared::proto::TetherOpen;
+use conflux_shared::wire::record::{Direction as DpDirection, TetherId, TetherState};
+
+use super::path::{OutRoute, RelayEntry};
+use super::signal::Payload;
+use super::tether::Tether;
+use crate::node::core::Direction;
+
+/// What the overlay needs to know about peers (the node core answers).
+pub trait Directory {
+    /// The trusted peer whose overlay address is `ip`.
+    fn peer_for_address(&self, ip: IpAddr) -> Option<NodeId>;
+    /// A trusted peer's overlay address.
+    fn address_of(&self, peer: NodeId) -> Option<IpAddr>;
+    /// Whether this node may talk to `peer`.
+    fn allows(&self, peer: NodeId) -> bool;
+    /// Whether two peers may talk to each other (relaying between them).
+    fn pair_allowed(&self, a: NodeId, b: NodeId) -> bool;
+}
+
+impl Directory for crate::node::core::Node {
+    fn peer_for_address(&self, ip: IpAddr) -> Option<NodeId> {
+        crate::node::core::Node::peer_for_address(self, ip)
+    }
+    fn address_of(&self, peer: NodeId) -> Option<IpAddr> {
+        crate::node::core::Node::address_of(self, peer)
+    }
+    fn allows(&self, peer: NodeId) -> bool {
+        crate::node::core::Node::allows(self, peer)
+    }
+    fn pair_allowed(&self, a: NodeId, b: NodeId) -> bool {
+        crate::node::core::Node::pair_allowed(self, a, b)
+    }
+}
+
+/// Settings of the overlay.
+#[derive(Debug, Clone)]
+pub struct OverlayConfig {
+    /// A stream, route or tether that carries nothing this long dissolves.
+    pub idle_timeout: Duration,
+    /// A stream in use gets a fresh key this often.
+    pub rekey_interval: Duration,
+    /// Whether this node relays for others.
+    pub relay: bool,
+    /// A tether not up this long after its offer counts as failed.
+    pub tether_timeout: Duration,
+    /// Tethers are framing-free UDP (`Plain`) instead of WebRTC: for benchmarks only.
+    pub plain_tethers: bool,
+    /// This data plane's DTLS fingerprint.
+    pub fingerprint: String,
+    /// This data plane's candidate addresses, one per worker.
+    pub candidates: Vec<String>,
+}
+
+/// A command for the data plane (the link fans it out to the workers).
+#[derive(Debug)]
+pub enum Command {
+    /// Install one key of a stream (each worker seals in its own lane).
+    InstallStream {
+        /// The data plane's stream id (stable across rekeys).
+        stream_id: StreamId,
+        /// Which way.
+        direction: DpDirection,
+        /// Key epoch, 0 or 1.
+        epoch: u8,
+        /// Ingress: the label chosen here. Egress: the first hop's label (or 0).
+        label: Label,
+        /// The peer's overlay address.
+        peer: IpAddr,
+        /// Key and nonce base (wiped on drop).
+        key: StreamKey,
+        /// Hard lifetime of the key.
+        lifetime: Duration,
+    },
+    /// Remove a stream (every key).
+    RemoveStream {
+        /// The data plane's stream id.
+        stream_id: StreamId,
+        /// Which way.
+        direction: DpDirection,
+    },
+    /// Route a host address over weighted next hops (tether, label).
+    InstallRoute {
+        /// The destination's overlay address.
+        destination: IpAddr,
+        /// Next hops.
+        hops: Vec<(TetherId, Label)>,
+    },
+    /// Remove a host route.
+    RemoveRoute {
+        /// The destination's overlay address.
+        destination: IpAddr,
+    },
+    /// Relay packets arriving with `in_label` to `tether` as `out_label`.
+    InstallRelay {
+        /// Label packets arrive with.
+        in_label: Label,
+        /// Tether to the next hop.
+        tether: TetherId,
+        /// Label the next hop chose.
+        out_label: Label,
+    },
+    /// Remove a relay entry.
+    RemoveRelay {
+        /// Label packets arrive with.
+        in_label: Label,
+    },
+    /// Open a WebRTC tether.
+    OpenTether(TetherOpen),
+    /// Open a framing-free tether to a UDP address.
+    PlainTether {
+        /// The tether.
+        tether: TetherId,
+        /// The peer's address.
+        peer: std::net::SocketAddr,
+    },
+    /// Close a tether.
+    RemoveTether {
+        /// The tether.
+        tether: TetherId,
+    },
+}
+
+/// What the overlay asks the driver to do.
+#[derive(Debug)]
+pub enum Action {
+    /// A data plane command.
+    Command(Command),
+    /// Send a signal as a request; report the reply with [`Overlay::handle_reply`].
+    Request {
+        /// The receiver.
+        to: NodeId,
+        /// Names the request in the reply.
+        request: u64,
+        /// What to send.
+        payload: Payload,
+    },
+    /// Answer a request held with [`Overlay::handle_signal`]'s `token`.
+    Reply {
+        /// The token.
+        token: u64,
+        /// The answer.
+        payload: Payload,
+    },
+    /// Set up an outbound stream to the peer.
+    Want(NodeId),
+    /// The outbound stream to the peer went idle: drop it.
+    Unwant(NodeId),
+    /// The inbound stream from the peer went idle: drop it.
+    DropInbound(NodeId),
+    /// Give the outbound stream to the peer a fresh key.
+    Rekey(NodeId),
+}
+
+/// A stream as the data plane holds it.
+#[derive(Debug)]
+pub(super) struct DpStream {
+    /// The data plane's id: the first key's stream id.
+    pub(super) dp_id: StreamId,
+    /// The node core's id of the current key.
+    pub(super) core_id: StreamId,
+    /// The peer's overlay address.
+    pub(super) address: IpAddr,
+    /// Ingress: the label chosen here.
+    pub(super) label: Label,
+    /// Last activity (or set-up).
+    pub(super) active: Instant,
+    /// When the current key was installed.
+    pub(super) keyed: Instant,
+    /// Packets and bytes reported.
+    pub(super) packets: u64,
+    /// Payload bytes reported (egress).
+    pub(super) bytes: u64,
+    /// Keys installed.
+    pub(super) generation: u64,
+}
+
+/// A tether as status shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TetherView {
+    /// The next hop.
+    pub peer: String,
+    /// The data plane's tether id.
+    pub id: u32,
+    /// State.
+    pub state: String,
+    /// Whether this end is ICE-controlling.
+    pub controlling: bool,
+    /// Routes and relay entries using it.
+    pub users: usize,
+    /// Smoothed RTT from telemetry, microseconds.
+    pub rtt_us: u32,
+    /// Bytes sent over it (telemetry).
+    pub tx_bytes: u64,
+}
+
+/// A route as status shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteView {
+    /// The destination node.
+    pub destination: String,
+    /// Its overlay address.
+    pub address: String,
+    /// The relay, if not direct.
+    pub via: Option<String>,
+    /// State.
+    pub state: String,
+    /// First hop label.
+    pub label: u32,
+}
+
+/// The overlay's totals for status and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OverlayStatus {
+    /// Misses reported by the data plane.
+    pub misses: u64,
+    /// Misses for addresses of no known peer.
+    pub misses_unknown: u64,
+    /// Tethers made.
+    pub tethers_opened: u64,
+    /// Tethers that failed or went down.
+    pub tethers_failed: u64,
+    /// Routes set up direct.
+    pub routes_direct: u64,
+    /// Routes set up through a relay.
+    pub routes_relayed: u64,
+    /// Relay entries installed for others.
+    pub relays_installed: u64,
+    /// Route set-ups refused here.
+    pub setups_refused: u64,
+    /// Streams dissolved for idleness.
+    pub idle_dissolved: u64,
+    /// Rekeys asked for.
+    pub rekeys: u64,
+    /// Signals ignored (bad, unexpected).
+    pub signals_ignored: u64,
+}
+
+/// The overlay state machine.
+#[derive(Debug)]
+pub struct Overlay {
+    pub(super) cfg: OverlayConfig,
+    pub(super) me: NodeId,
+    pub(super) next_tether: TetherId,
+    pub(super) next_label: Label,
+    pub(super) next_request: u64,
+    pub(super) next_session: u64,
+    pub(super) out: HashMap<NodeId, DpStream>,
+    pub(super) inb: HashMap<NodeId, DpStream>,
+    pub(super) tethers: BTreeMap<NodeId, Tether>,
+    pub(super) routes: BTreeMap<NodeId, OutRoute>,
+    pub(super) relays: HashMap<u64, RelayEntry>,
+    /// Requests in flight: request id → what the reply is for.
+    pub(super) requests: HashMap<u64, super::path::Pending>,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) status: OverlayStatus,
+    pub(super) next_sweep: Instant,
+    /// Relayed set-ups waiting for a tether to their next hop.
+    pub(super) held: Vec<super::path::Held>,
+    /// Wall clock, unix seconds (set by the driver).
+    pub(super) unix_s: u64,
+}
+
+/// How often idle streams, rekeys and stuck set-ups are looked at.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+impl Overlay {
+    /// An empty overlay for node `me`.
+    pub fn new(cfg: OverlayConfig, me: NodeId, now: Instant) -> Self {
+        Self {
+            cfg,
+            me,
+            next_tether: 1,
+            next_label: 0x100 + (u32::from_le_bytes([me.0[0], me.0[1], 0, 0]) << 8),
+            next_request: 1,
+            next_session: u64::from_le_bytes(me.0[..8].try_into().unwrap_or_default()),
+            out: HashMap::new(),
+            inb: HashMap::new(),
+            tethers: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            relays: HashMap::new(),
+            requests: HashMap::new(),
+            actions: VecDeque::new(),
+            status: OverlayStatus::default(),
+            next_sweep: now,
+            held: Vec::new(),
+            unix_s: 0,
+        }
+    }
+
+    /// Ids below these are taken by a data plane state adopted at attach time.
+    pub fn reserve_ids(&mut self, max_tether: TetherId, max_label: Label) {
+        self.next_tether = self.next_tether.max(max_tether.saturating_add(1));
+        self.next_label = self.next_label.max(max_label.saturating_add(1));
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Overlay::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_sweep
+    }
+
+    /// Totals.
+    pub fn status(&self) -> &OverlayStatus {
+        &self.status
+    }
+
+    pub(super) fn command(&mut self, c: Command) {
+        self.actions.push_back(Action::Command(c));
+    }
+
+    pub(super) fn label(&mut self) -> Label {
+        let l = self.next_label;
+        // Labels wrap below the adopted range only after four billion set-ups.
+        self.next_label = self.next_label.wrapping_add(1).max(0x100);
+        l
+    }
+
+    pub(super) fn request(&mut self, to: NodeId, payload: Payload, p: super::path::Pending) {
+        let request = self.next_request;
+        self.next_request += 1;
+        self.requests.insert(request, p);
+        self.actions.push_back(Action::Request {
+            to,
+            request,
+            payload,
+        });
+    }
+
+    fn key_lifetime(&self) -> Duration {
+        // Without a control process, a key still carries traffic through two missed
+        // rekeys, then the data plane drops it.
+        (self.cfg.rekey_interval * 3).max(Duration::from_secs(30))
+    }
+
+    /// The data plane reported a packet to `dst` with no route.
+    pub fn handle_miss(&mut self, now: Instant, dst: IpAddr, dir: &impl Directory) {
+        self.status.misses += 1;
+        let Some(peer) = dir.peer_for_address(dst) else {
+            self.status.misses_unknown += 1;
+            return;
+        };
+        if !dir.allows(peer) {
+            return;
+        }
+        if self.out.contains_key(&peer) {
+            // A stream is up but its route is not (yet): make sure one is being built.
+            self.route_to(now, peer, dir);
+        } else {
+            self.actions.push_back(Action::Want(peer));
+        }
+        self.ensure_tether(now, peer);
+    }
+
+    /// The node core set up (or rekeyed) a stream.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stream_up(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        direction: Direction,
+        stream_id: StreamId,
+        key: StreamKey,
+        epoch: u8,
+        replaces: Option<StreamId>,
+        dir: &impl Directory,
+    ) {
+        let Some(address) = dir.address_of(peer) else {
+            return;
+        };
+        let lifetime = self.key_lifetime();
+        let (map, dp_dir) = match direction {
+            Direction::Out => (&mut self.out, DpDirection::Egress),
+            Direction::In => (&mut self.inb, DpDirection::Ingress),
+        };
+        let existing = map
+            .get_mut(&peer)
+            .filter(|s| replaces.is_some_and(|r| r == s.core_id));
+        let (dp_id, label) = match existing {
+            Some(s) => {
+                s.core_id = stream_id;
+                s.keyed = now;
+                s.generation += 1;
+                (s.dp_id, s.label)
+            }
+            None => {
+                if let Some(old) = map.remove(&peer) {
+                    self.actions
+                        .push_back(Action::Command(Command::RemoveStream {
+                            stream_id: old.dp_id,
+                            direction: dp_dir,
+                        }));
+                }
+                let label = match direction {
+                    Direction::In => self.label(),
+                    Direction::Out => 0,
+                };
+                let map = match direction {
+                    Direction::Out => &mut self.out,
+                    Direction::In => &mut self.inb,
+                };
+                map.insert(
+                    peer,
+                    DpStream {
+                        dp_id: stream_id,
+                        core_id: stream_id,
+                        address,
+                        label,
+                        active: now,
+                        keyed: now,
+                        packets: 0,
+                        bytes: 0,
+                        generation: 1,
+                    },
+                );
+                (stream_id, label)
+            }
+        };
+        let first_hop_label = match direction {
+            Direction::In => label,
+            Direction::Out => self.routes.get(&peer).map_or(0, |r| r.label()),
+        };
+        self.command(Command::InstallStream {
+            stream_id: dp_id,
+            direction: dp_dir,
+            epoch,
+            label: first_hop_label,
+            peer: address,
+            key,
+            lifetime,
+        });
+        match direction {
+            Direction::Out if replaces.is_none() => {
+                self.ensure_tether(now, peer);
+                self.route_to(now, peer, dir);
+            }
+            Direction::In if replaces.is_none() && !self.out.contains_key(&peer) => {
+                // Replies are likely: set up the way back now rather than on their miss.
+                self.actions.push_back(Action::Want(peer));
+                self.ensure_tether(now, peer);
+            }
+            _ => {}
+        }
+    }
+
+    /// The node core dropped a stream.
+    pub fn stream_down(&mut self, now: Instant, peer: NodeId, direction: Direction) {
+        match direction {
+            Direction::Out => {
+                // The route first: removing it needs the stream's address.
+                self.drop_route(now, peer);
+                if let Some(s) = self.out.remove(&peer) {
+                    self.command(Command::RemoveStream {
+                        stream_id: s.dp_id,
+                        direction: DpDirection::Egress,
+                    });
+                }
+            }
+            Direction::In => {
+                if let Some(s) = self.inb.remove(&peer) {
+                    self.command(Command::RemoveStream {
+                        stream_id: s.dp_id,
+                        direction: DpDirection::Ingress,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A worker reported a stream's traffic.
+    pub fn handle_activity(
+        &mut self,
+        now: Instant,
+        stream_id: StreamId,
+        direction: DpDirection,
+        packets: u64,
+        bytes: u64,
+    ) {
+        let map = match direction {
+            DpDirection::Egress => &mut self.out,
+            DpDirection::Ingress => &mut self.inb,
+        };
+        if let Some(s) = map.values_mut().find(|s| s.dp_id == stream_id) {
+            s.active = now;
+            s.packets += packets;
+            s.bytes += bytes;
+        }
+    }
+
+    /// A worker reported a tether's state.
+    pub fn handle_tether_state(
+        &mut self,
+        now: Instant,
+        tether: TetherId,
+        state: TetherState,
+        dir: &impl Directory,
+    ) {
+        let Some(peer) = self
+            .tethers
+            .iter()
+            .find(|(_, t)| t.id == tether)
+            .map(|(p, _)| *p)
+        else {
+            return;
+        };
+        match state {
+            TetherState::Up => self.tether_up(now, peer, dir),
+            TetherState::Down | TetherState::Closed => self.tether_failed(now, peer, dir),
+            _ => {}
+        }
+    }
+
+    /// A worker's telemetry about a tether.
+    pub fn handle_telemetry(&mut self, now: Instant, tether: TetherId, rtt_us: u32, bytes: u64) {
+        if let Some(t) = self.tethers.values_mut().find(|t| t.id == tether) {
+            if rtt_us > 0 {
+                t.rtt_us = rtt_us;
+            }
+            if bytes > 0 {
+                t.tx_bytes += bytes;
+                t.active = now;
+            }
+        }
+    }
+
+    /// Runs what is due: idle streams, rekeys, stuck tethers and set-ups, policy changes.
+    pub fn handle_timeout(&mut self, now: Instant, dir: &impl Directory) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        let idle = self.cfg.idle_timeout;
+        for (peer, s) in &self.out {
+            if now.saturating_duration_since(s.active) >= idle {
+                self.status.idle_dissolved += 1;
+                self.actions.push_back(Action::Unwant(*peer));
+            } else if now.saturating_duration_since(s.keyed) >= self.cfg.rekey_interval {
+                self.status.rekeys += 1;
+                self.actions.push_back(Action::Rekey(*peer));
+            }
+        }
+        for (peer, s) in &self.inb {
+            if now.saturating_duration_since(s.active) >= idle {
+                self.status.idle_dissolved += 1;
+                self.actions.push_back(Action::DropInbound(*peer));
+            }
+        }
+        // A rekey asked for is not asked again until the interval passes once more.
+        for s in self.out.values_mut() {
+            if now.saturating_duration_since(s.keyed) >= self.cfg.rekey_interval {
+                s.keyed = now;
+            }
+        }
+        let gone: Vec<NodeId> = self
+            .tethers
+            .keys()
+            .filter(|p| !dir.allows(**p))
+            .copied()
+            .collect();
+        for p in gone {
+            self.close_tether(now, p, dir);
+        }
+        self.sweep_tethers(now, dir);
+        self.sweep_routes(now, dir);
+    }
+
+    /// Tethers for status.
+    pub fn tethers(&self) -> Vec<TetherView> {
+        self.tethers
+            .iter()
+            .map(|(p, t)| TetherView {
+                peer: p.to_string(),
+                id: t.id,
+                state: t.state_name().into(),
+                controlling: t.controlling,
+                users: self.tether_users(*p),
+                rtt_us: t.rtt_us,
+                tx_bytes: t.tx_bytes,
+            })
+            .collect()
+    }
+
+    /// Routes for status.
+    pub fn routes(&self) -> Vec<RouteView> {
+        self.routes
+            .iter()
+            .map(|(d, r)| RouteView {
+                destination: d.to_string(),
+                address: self
+                    .out
+                    .get(d)
+                    .map(|s| s.address.to_string())
+                    .unwrap_or_default(),
+                via: r.via.map(|v| v.to_string()),
+                state: r.state_name().into(),
+                label: r.label(),
+            })
+            .collect()
+    }
+
+    /// Per-stream traffic for metrics: (peer, direction, packets, bytes, generation).
+    pub fn stream_stats(&self) -> Vec<(NodeId, &'static str, u64, u64, u64)> {
+        let out = self
+            .out
+            .iter()
+            .map(|(p, s)| (*p, "out", s.packets, s.bytes, s.generation));
+        let inb = self
+            .inb
+            .iter()
+            .map(|(p, s)| (*p, "in", s.packets, s.bytes, s.generation));
+        out.chain(inb).collect()
+    }
+
+    /// Relay entries installed here for others.
+    pub fn relay_count(&self) -> usize {
+        self.relays.len()
+    }
+}

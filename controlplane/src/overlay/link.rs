@@ -1,0 +1,439 @@
+//! The control process's link to its data plane: starting `conflux-dataplane` (or finding
+//! a running one), attaching to its rings, and a pump thread that writes commands to every
+//! worker and reads their reports.
+//!
+//! The data plane outlives the control process on purpose: if the control process dies,
+//! established streams keep flowing until their keys expire, and the next control process
+//! attaches to the same rings. Only an orderly stop of the control process stops it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command as Process};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use conflux_dataplane::control::client::{Attached, ControlEnd, attach};
+use conflux_dataplane::control::snapshot::Snapshot;
+use conflux_dataplane::counters::monotonic_ns;
+use conflux_shared::id::StreamId;
+use conflux_shared::proto::TetherOpen;
+use conflux_shared::wire::record::{
+    Direction as DpDirection, InstallRelayBody, InstallRouteBody, InstallStreamBody,
+    InstallTetherBody, IpPrefix, NextHop, RecordBody, RecordRef, RemoveRelayBody, RemoveRouteBody,
+    RemoveStreamBody, RemoveTetherBody, RingRecord, TetherId, TetherState,
+};
+use prost::Message;
+use tokio::sync::mpsc;
+use zerocopy::little_endian::U32;
+
+use super::core::Command;
+
+/// Message kind of a tether open on the signals-in ring.
+const SIGNAL_TETHER_OPEN: u16 = 1;
+/// How long a started data plane may take to open its control socket.
+const START_WAIT: Duration = Duration::from_secs(15);
+
+/// How to reach the data plane.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// The `conflux-dataplane` binary.
+    pub binary: PathBuf,
+    /// Its control socket.
+    pub socket: PathBuf,
+    /// Start it if nothing listens on the socket.
+    pub spawn: bool,
+    /// TUN interface name.
+    pub tun: String,
+    /// Overlay address with prefix length, e.g. `100.64.0.5/16`.
+    pub address: String,
+    /// UDP address the workers bind.
+    pub listen: SocketAddr,
+    /// Workers (None: one per core).
+    pub workers: Option<usize>,
+    /// SO_MARK for the underlay sockets.
+    pub mark: u32,
+}
+
+/// Why the link could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Starting the data plane failed.
+    #[error("starting {0}: {1}")]
+    Spawn(String, std::io::Error),
+    /// The data plane exited or never opened its socket.
+    #[error("the data plane did not open {0} within {1:?} (see its log above)")]
+    NoSocket(String, Duration),
+    /// Attaching failed.
+    #[error("attaching to the data plane: {0}")]
+    Attach(#[from] conflux_dataplane::control::client::AttachError),
+}
+
+/// A report from a worker, decoded.
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// A packet to `0` had no route.
+    Miss(IpAddr),
+    /// A tether changed state.
+    TetherState(TetherId, TetherState),
+    /// A tether's measurements.
+    Telemetry {
+        /// The tether.
+        tether: TetherId,
+        /// Smoothed RTT, microseconds.
+        rtt_us: u32,
+        /// Loss, parts per million.
+        loss_ppm: u32,
+        /// Bytes since the previous report.
+        bytes: u64,
+    },
+    /// A stream moved packets.
+    Activity {
+        /// The data plane's stream id.
+        stream_id: StreamId,
+        /// Which way.
+        direction: DpDirection,
+        /// Packets since the previous report.
+        packets: u64,
+        /// Bytes since the previous report.
+        bytes: u64,
+    },
+    /// A worker's counter totals.
+    Counters {
+        /// The worker.
+        worker: u16,
+        /// Name and value.
+        values: Vec<(&'static str, u64)>,
+    },
+}
+
+/// The attached data plane.
+#[derive(Debug)]
+pub struct Link {
+    commands: std::sync::mpsc::Sender<Command>,
+    /// Reports from every worker.
+    pub reports: mpsc::UnboundedReceiver<Report>,
+    /// The data plane's state when this process attached.
+    pub snapshot: Snapshot,
+    /// Workers.
+    pub workers: usize,
+    stop: Arc<AtomicBool>,
+    pump: Option<JoinHandle<()>>,
+    child: Option<Child>,
+    peer_pid: Option<i32>,
+}
+
+fn peer_pid(s: &UnixStream) -> Option<i32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid)
+}
+
+impl Link {
+    /// Attaches to the data plane on `opts.socket`, starting it first if asked and needed.
+    pub fn start(opts: &LinkOptions) -> Result<Self, LinkError> {
+        let mut child = None;
+        if UnixStream::connect(&opts.socket).is_err() && opts.spawn {
+            let _ = std::fs::remove_file(&opts.socket);
+            if let Some(dir) = opts.socket.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let mut cmd = Process::new(&opts.binary);
+            cmd.arg("run")
+                .args(["--tun", &opts.tun])
+                .args(["--address", &opts.address])
+                .args(["--listen", &opts.listen.to_string()])
+                .args(["--mark", &opts.mark.to_string()])
+                .arg("--socket")
+                .arg(&opts.socket);
+            if let Some(n) = opts.workers {
+                cmd.args(["--workers", &n.to_string()]);
+            }
+            let c = cmd
+                .spawn()
+                .map_err(|e| LinkError::Spawn(opts.binary.display().to_string(), e))?;
+            tracing::info!(pid = c.id(), tun = %opts.tun, "data plane started");
+            child = Some(c);
+            let deadline = Instant::now() + START_WAIT;
+            while UnixStream::connect(&opts.socket).is_err() {
+                let exited = child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                if exited || Instant::now() >= deadline {
+                    return Err(LinkError::NoSocket(
+                        opts.socket.display().to_string(),
+                        START_WAIT,
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let attached = attach(&opts.socket)?;
+        let pid = peer_pid(&attached.socket);
+        tracing::info!(
+            workers = attached.workers.len(),
+            adopted = child.is_none(),
+            "attached to the data plane"
+        );
+        Ok(Self::pump(attached, child, pid))
+    }
+
+    fn pump(attached: Attached, child: Option<Child>, peer_pid: Option<i32>) -> Self {
+        let Attached {
+            workers,
+            snapshot,
+            socket,
+        } = attached;
+        let n = workers.len();
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
+        let (rep_tx, rep_rx) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let pump = std::thread::Builder::new()
+            .name("dataplane-link".into())
+            .spawn(move || {
+                // The socket stays open as long as this process is attached.
+                let _socket = socket;
+                let mut workers = workers;
+                pump_loop(&mut workers, &cmd_rx, &rep_tx, &stop2);
+            })
+            .ok();
+        Self {
+            commands: cmd_tx,
+            reports: rep_rx,
+            snapshot,
+            workers: n,
+            stop,
+            pump,
+            child,
+            peer_pid,
+        }
+    }
+
+    /// Queues a command for the workers.
+    pub fn send(&self, c: Command) {
+        let _ = self.commands.send(c);
+    }
+
+    /// Detaches; with `stop_dataplane`, also stops the data plane (orderly shutdown).
+    pub fn close(mut self, stop_dataplane: bool) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(p) = self.pump.take() {
+            let _ = p.join();
+        }
+        if !stop_dataplane {
+            return;
+        }
+        let pid = self.child.as_ref().map(|c| c.id() as i32).or(self.peer_pid);
+        if let Some(pid) = pid {
+            // SAFETY: kill only sends a signal.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn pump_loop(
+    workers: &mut [ControlEnd],
+    commands: &std::sync::mpsc::Receiver<Command>,
+    reports: &mpsc::UnboundedSender<Report>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut busy = false;
+        while let Ok(c) = commands.try_recv() {
+            busy = true;
+            write_command(workers, c);
+        }
+        for (i, w) in workers.iter_mut().enumerate() {
+            let r = w.reports.consume(1024, |rec| {
+                if let Some(rep) = decode(rec) {
+                    let _ = reports.send(rep);
+                }
+            });
+            if let Ok(n) = r
+                && n > 0
+            {
+                busy = true;
+            }
+            let _ = i;
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn decode(rec: &RingRecord) -> Option<Report> {
+    Some(match rec.decode().ok()? {
+        RecordRef::Miss(m) => Report::Miss(m.destination.ip()),
+        RecordRef::TetherState(t) => Report::TetherState(t.tether.get(), t.state),
+        RecordRef::Telemetry(t) => Report::Telemetry {
+            tether: t.tether.get(),
+            rtt_us: t.rtt_us.get(),
+            loss_ppm: t.loss_ppm.get(),
+            bytes: t.bytes.get(),
+        },
+        RecordRef::StreamActivity(a) => Report::Activity {
+            stream_id: a.stream_id,
+            direction: a.direction,
+            packets: a.packets.get(),
+            bytes: a.bytes.get(),
+        },
+        RecordRef::Counters(c) => Report::Counters {
+            worker: c.worker.get(),
+            values: c
+                .entries()
+                .iter()
+                .filter_map(|e| Some((e.counter().ok()?.name(), e.value.get())))
+                .collect(),
+        },
+        _ => return None,
+    })
+}
+
+fn push(w: &mut ControlEnd, rec: &RingRecord) {
+    for _ in 0..200 {
+        if w.commands.push(rec).unwrap_or(false) {
+            return;
+        }
+        let _ = w.commands.wait_for_space(1, Duration::from_millis(10));
+    }
+    tracing::warn!("a data plane worker's command ring stayed full; command dropped");
+}
+
+fn broadcast<B: RecordBody>(workers: &mut [ControlEnd], body: &B) {
+    match RingRecord::encode(body) {
+        Ok(rec) => workers.iter_mut().for_each(|w| push(w, &rec)),
+        Err(e) => tracing::warn!("data plane command refused: {e}"),
+    }
+}
+
+fn write_command(workers: &mut [ControlEnd], c: Command) {
+    match c {
+        Command::InstallStream {
+            stream_id,
+            direction,
+            epoch,
+            label,
+            peer,
+            key,
+            lifetime,
+        } => {
+            let epoch = if epoch == 0 {
+                conflux_shared::wire::data::KeyEpoch::Even
+            } else {
+                conflux_shared::wire::data::KeyEpoch::Odd
+            };
+            let expires = monotonic_ns() + lifetime.as_nanos() as u64;
+            for (w, end) in workers.iter_mut().enumerate() {
+                // Each worker seals in its own lane; ingress names none.
+                let lane = if direction == DpDirection::Egress {
+                    w as u8
+                } else {
+                    0
+                };
+                let body = InstallStreamBody::new(
+                    stream_id, direction, lane, epoch, label, expires, peer, &key,
+                );
+                if let Ok(mut rec) = RingRecord::encode(&body) {
+                    push(end, &rec);
+                    rec.wipe();
+                }
+            }
+        }
+        Command::RemoveStream {
+            stream_id,
+            direction,
+        } => broadcast(
+            workers,
+            &RemoveStreamBody::new(
+                stream_id,
+                direction,
+                conflux_shared::wire::record::control::epochs::BOTH,
+            ),
+        ),
+        Command::InstallRoute { destination, hops } => {
+            let hops: Vec<NextHop> = hops.iter().map(|(t, l)| NextHop::new(*t, *l, 1)).collect();
+            match InstallRouteBody::forward(IpPrefix::host(destination), &hops) {
+                Ok(b) => broadcast(workers, &b),
+                Err(e) => tracing::warn!("route refused: {e}"),
+            }
+        }
+        Command::RemoveRoute { destination } => broadcast(
+            workers,
+            &RemoveRouteBody {
+                prefix: IpPrefix::host(destination),
+            },
+        ),
+        Command::InstallRelay {
+            in_label,
+            tether,
+            out_label,
+        } => broadcast(workers, &InstallRelayBody::new(in_label, tether, out_label)),
+        Command::RemoveRelay { in_label } => broadcast(
+            workers,
+            &RemoveRelayBody {
+                in_label: U32::new(in_label),
+            },
+        ),
+        Command::PlainTether { tether, peer } => {
+            broadcast(workers, &InstallTetherBody::new(tether, peer))
+        }
+        Command::RemoveTether { tether } => broadcast(
+            workers,
+            &RemoveTetherBody {
+                tether: U32::new(tether),
+            },
+        ),
+        Command::OpenTether(open) => open_tether(workers, &open),
+    }
+}
+
+fn open_tether(workers: &mut [ControlEnd], open: &TetherOpen) {
+    let bytes = open.encode_to_vec();
+    for w in workers.iter_mut() {
+        let mut sent = false;
+        for _ in 0..200 {
+            if w.signals_in
+                .send(SIGNAL_TETHER_OPEN, &bytes)
+                .unwrap_or(false)
+            {
+                sent = true;
+                break;
+            }
+            let _ = w
+                .signals_in
+                .wait_for_space(bytes.len(), Duration::from_millis(10));
+        }
+        if !sent {
+            tracing::warn!(tether = open.tether, "a worker's signal ring stayed full");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The overlay: what turns the node's streams into a VPN with the data plane.
+//!
+//! [`Overlay`] is a sans-io state machine beside the node core. It takes the data plane's
+//! reports (misses, tether states, stream activity), the node core's stream changes and
+//! other nodes' signals, and hands out ring commands for the data plane, signals to send
+//! and requests for the node core (set up, drop or rekey a stream). The driver
+//! ([`crate::node::driver`]) carries them out; [`link`] owns the data plane process and its
+//! rings.
+//!
+//! - **Streams on demand.** A packet to a peer's overlay address with no route is a miss;
+//!   the overlay asks the core for an outbound stream (ML-KEM/ML-DSA handshake over NATS).
+//!   When the peer accepts, it installs the inbound stream under a label it chose and,
+//!   since replies are likely, asks for its own stream back.
+//! - **Tethers on demand.** One tether per next-hop node, shared by every stream through
+//!   it: an offer/answer signal exchange (ICE credentials, DTLS fingerprint, candidates),
+//!   signed with ML-DSA; the node with the smaller id wins when two offers cross.
+//! - **Routes.** Direct when the tether to the destination comes up; otherwise through a
+//!   relay the source has a tether to, set up hop by hop with route messages. Each hop
+//!   picks the label it receives on; relays swap labels without the stream key.
+//! - **Rekey.** A stream that is in use gets a fresh handshake every rekey interval; the
+//!   new key takes the other key epoch, and the receiver installs it before answering, so
+//!   nothing is dropped at the switch.
+//! - **Idle.** A stream that moved nothing for the idle timeout is dropped on each end by
+//!   its own node; a route goes with its stream, a tether with its last user.
+
+mod core;
+pub mod link;
+mod path;
+pub mod signal;
+mod tether;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{
+    Action, Command, Directory, Overlay, OverlayConfig, OverlayStatus, RouteView, TetherView,
+};

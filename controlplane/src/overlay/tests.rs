@@ -1,0 +1,358 @@
+//! Overlays of three nodes driven in memory: signals pass between them, the data plane is
+//! a list of commands, the node core is played by the test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use conflux_shared::crypto::key::StreamKey;
+use conflux_shared::id::{NodeId, StreamId};
+use conflux_shared::wire::record::{TetherId, TetherState};
+
+use super::core::{Action, Command, Directory, Overlay, OverlayConfig};
+use crate::node::core::Direction;
+
+struct Dir {
+    addrs: BTreeMap<NodeId, IpAddr>,
+    forbidden: BTreeSet<(NodeId, NodeId)>,
+    me: NodeId,
+}
+
+impl Directory for Dir {
+    fn peer_for_address(&self, ip: IpAddr) -> Option<NodeId> {
+        self.addrs.iter().find(|(_, a)| **a == ip).map(|(n, _)| *n)
+    }
+    fn address_of(&self, peer: NodeId) -> Option<IpAddr> {
+        self.addrs.get(&peer).copied()
+    }
+    fn allows(&self, peer: NodeId) -> bool {
+        self.pair_allowed(self.me, peer)
+    }
+    fn pair_allowed(&self, a: NodeId, b: NodeId) -> bool {
+        !self.forbidden.contains(&(a, b)) && !self.forbidden.contains(&(b, a))
+    }
+}
+
+fn id(b: u8) -> NodeId {
+    NodeId([b; 16])
+}
+
+fn cfg(relay: bool) -> OverlayConfig {
+    OverlayConfig {
+        idle_timeout: Duration::from_secs(10),
+        rekey_interval: Duration::from_secs(4),
+        relay,
+        tether_timeout: Duration::from_secs(3),
+        plain_tethers: false,
+        fingerprint: "sha-256 00".into(),
+        candidates: vec!["10.0.0.1:51820".into()],
+    }
+}
+
+/// Three nodes A (1), R (2), C (3); A and C cannot make a tether to each other.
+struct World {
+    nodes: BTreeMap<NodeId, (Overlay, Dir)>,
+    commands: BTreeMap<NodeId, Vec<Command>>,
+    /// (from, to) pairs whose tethers never come up.
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    now: Instant,
+    wants: Vec<(NodeId, NodeId)>,
+    /// Requests answered later (relayed set-ups).
+    held_requests: Vec<(NodeId, u64)>,
+}
+
+impl World {
+    fn new() -> Self {
+        let now = Instant::now();
+        let addrs: BTreeMap<NodeId, IpAddr> = (1..=3)
+            .map(|i| (id(i), format!("100.64.0.{i}").parse().unwrap()))
+            .collect();
+        let nodes = (1..=3)
+            .map(|i| {
+                let mut o = Overlay::new(cfg(i == 2), id(i), now);
+                o.set_unix_time(1_000_000);
+                let d = Dir {
+                    addrs: addrs.clone(),
+                    forbidden: BTreeSet::new(),
+                    me: id(i),
+                };
+                (id(i), (o, d))
+            })
+            .collect();
+        Self {
+            nodes,
+            commands: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            now,
+            wants: Vec::new(),
+            held_requests: Vec::new(),
+        }
+    }
+
+    /// Runs every node's actions until nothing moves; tethers come up at once unless blocked.
+    fn settle(&mut self) {
+        for _ in 0..200 {
+            let mut moved = false;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for me in ids {
+                while let Some(a) = self.nodes.get_mut(&me).unwrap().0.poll_action() {
+                    moved = true;
+                    self.act(me, a);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the overlays never settled");
+    }
+
+    fn tether_peer(&self, node: NodeId, tether: TetherId) -> NodeId {
+        let o = &self.nodes[&node].0;
+        *o.tethers
+            .iter()
+            .find(|(_, t)| t.id == tether)
+            .map(|(p, _)| p)
+            .unwrap()
+    }
+
+    fn act(&mut self, me: NodeId, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Command(c) => {
+                if let Command::OpenTether(o) = &c {
+                    let peer = self.tether_peer(me, o.tether);
+                    let state = if self.blocked.contains(&(me, peer)) {
+                        TetherState::Closed
+                    } else {
+                        TetherState::Up
+                    };
+                    let tether = o.tether;
+                    let (ov, d) = self.nodes.get_mut(&me).unwrap();
+                    ov.handle_tether_state(now, tether, state, d);
+                }
+                self.commands.entry(me).or_default().push(c);
+            }
+            Action::Request {
+                to,
+                request,
+                payload,
+            } => {
+                let (ov, d) = self.nodes.get_mut(&to).unwrap();
+                let reply =
+                    ov.handle_signal(now, me, payload, request + 1000 * u64::from(me.0[0]), d);
+                if let Some(r) = reply {
+                    let (ov, d) = self.nodes.get_mut(&me).unwrap();
+                    ov.handle_reply(now, request, Some(r), d);
+                } else {
+                    self.held_requests.push((me, request));
+                }
+            }
+            Action::Reply { token, payload } => {
+                let from = id((token / 1000) as u8);
+                let request = token % 1000;
+                self.held_requests.retain(|h| *h != (from, request));
+                let (ov, d) = self.nodes.get_mut(&from).unwrap();
+                ov.handle_reply(now, request, Some(payload), d);
+            }
+            Action::Want(peer) => self.wants.push((me, peer)),
+            Action::Unwant(_) | Action::DropInbound(_) | Action::Rekey(_) => {}
+        }
+    }
+
+    /// Plays the node cores: a stream from `src` to `dst` is up on both ends.
+    fn stream(&mut self, src: NodeId, dst: NodeId, sid: u8) {
+        let now = self.now;
+        let key = || StreamKey {
+            key: [sid; 32],
+            nonce_base: [sid; 12],
+        };
+        let (ov, d) = self.nodes.get_mut(&dst).unwrap();
+        ov.stream_up(
+            now,
+            src,
+            Direction::In,
+            StreamId([sid; 16]),
+            key(),
+            0,
+            None,
+            d,
+        );
+        let (ov, d) = self.nodes.get_mut(&src).unwrap();
+        ov.stream_up(
+            now,
+            dst,
+            Direction::Out,
+            StreamId([sid; 16]),
+            key(),
+            0,
+            None,
+            d,
+        );
+    }
+
+    fn routes(&self, node: NodeId) -> Vec<(IpAddr, Vec<(TetherId, u32)>)> {
+        self.commands
+            .get(&node)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| match c {
+                Command::InstallRoute { destination, hops } => Some((*destination, hops.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_miss_asks_for_a_stream_and_a_direct_route_follows() {
+    let mut w = World::new();
+    let (a, c) = (id(1), id(3));
+    let now = w.now;
+    let (ov, d) = w.nodes.get_mut(&a).unwrap();
+    ov.handle_miss(now, "100.64.0.3".parse().unwrap(), d);
+    w.settle();
+    assert!(
+        w.wants.contains(&(a, c)),
+        "the miss asks the core for a stream"
+    );
+    w.stream(a, c, 7);
+    w.settle();
+    assert!(
+        w.wants.contains(&(c, a)),
+        "the receiver asks for the way back"
+    );
+    let routes = w.routes(a);
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    let (dst, hops) = &routes[0];
+    assert_eq!(*dst, "100.64.0.3".parse::<IpAddr>().unwrap());
+    let c_label = w.nodes[&c].0.inb[&a].label;
+    assert_eq!(hops[0].1, c_label, "the first hop label is the one C chose");
+    let tethers_a = w.nodes[&a].0.tethers();
+    assert_eq!(tethers_a.len(), 1);
+    assert_eq!(tethers_a[0].state, "up");
+    assert_eq!(
+        w.nodes[&c].0.tethers().len(),
+        1,
+        "one tether, shared by both ends"
+    );
+}
+
+#[test]
+fn no_direct_tether_goes_through_the_relay() {
+    let mut w = World::new();
+    let (a, r, c) = (id(1), id(2), id(3));
+    w.blocked.insert((a, c));
+    w.blocked.insert((c, a));
+    // A already has a tether to R (it talks to R).
+    w.stream(a, r, 1);
+    w.settle();
+    assert_eq!(w.routes(a).len(), 1);
+    w.stream(a, c, 9);
+    w.settle();
+    let routes = w.routes(a);
+    let to_c: Vec<_> = routes
+        .iter()
+        .filter(|(d, _)| *d == "100.64.0.3".parse::<IpAddr>().unwrap())
+        .collect();
+    assert_eq!(to_c.len(), 1, "{routes:?}");
+    let relay_label = to_c[0].1[0].1;
+    let relays: Vec<_> = w.commands[&r]
+        .iter()
+        .filter_map(|c| match c {
+            Command::InstallRelay {
+                in_label,
+                out_label,
+                ..
+            } => Some((*in_label, *out_label)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relays.len(), 1, "R installed one relay entry");
+    assert_eq!(relays[0].0, relay_label, "A sends with R's inbound label");
+    assert_eq!(
+        relays[0].1, w.nodes[&c].0.inb[&a].label,
+        "R forwards with C's label"
+    );
+    let keys_at_r = w.commands[&r]
+        .iter()
+        .filter(|c| matches!(c, Command::InstallStream { stream_id, .. } if *stream_id == StreamId([9; 16])))
+        .count();
+    assert_eq!(keys_at_r, 0, "R never holds the A→C stream key");
+    assert_eq!(
+        w.nodes[&a]
+            .0
+            .routes()
+            .iter()
+            .filter(|v| v.via.is_some())
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_relay_refuses_what_policy_forbids_and_non_relays_refuse_all() {
+    let mut w = World::new();
+    let (a, r, c) = (id(1), id(2), id(3));
+    w.blocked.insert((a, c));
+    w.blocked.insert((c, a));
+    w.nodes.get_mut(&r).unwrap().1.forbidden.insert((a, c));
+    w.stream(a, r, 1);
+    w.settle();
+    w.stream(a, c, 9);
+    w.settle();
+    let to_c = w
+        .routes(a)
+        .into_iter()
+        .filter(|(d, _)| *d == "100.64.0.3".parse::<IpAddr>().unwrap())
+        .count();
+    assert_eq!(to_c, 0, "no route to C when R may not join A and C");
+    assert!(w.nodes[&r].0.status().setups_refused >= 1);
+}
+
+#[test]
+fn idle_streams_dissolve_and_busy_ones_rekey() {
+    let mut w = World::new();
+    let (a, c) = (id(1), id(3));
+    w.stream(a, c, 7);
+    w.settle();
+    let t0 = w.now;
+    let dp_id = StreamId([7; 16]);
+    let (ov, d) = w.nodes.get_mut(&a).unwrap();
+    // Busy past the rekey interval: a rekey is asked for, not a dissolve.
+    ov.handle_activity(
+        t0 + Duration::from_secs(5),
+        dp_id,
+        conflux_shared::wire::record::Direction::Egress,
+        10,
+        1000,
+    );
+    ov.handle_timeout(t0 + Duration::from_secs(5), d);
+    let mut acts = Vec::new();
+    while let Some(x) = ov.poll_action() {
+        acts.push(x);
+    }
+    assert!(
+        acts.iter()
+            .any(|x| matches!(x, Action::Rekey(p) if *p == c)),
+        "{acts:?}"
+    );
+    assert!(!acts.iter().any(|x| matches!(x, Action::Unwant(_))));
+    // Then silent for the idle timeout.
+    ov.handle_timeout(t0 + Duration::from_secs(16), d);
+    let mut acts = Vec::new();
+    while let Some(x) = ov.poll_action() {
+        acts.push(x);
+    }
+    assert!(
+        acts.iter()
+            .any(|x| matches!(x, Action::Unwant(p) if *p == c)),
+        "{acts:?}"
+    );
+    ov.stream_down(t0 + Duration::from_secs(16), c, Direction::Out);
+    let mut removed_route = false;
+    while let Some(x) = ov.poll_action() {
+        removed_route |= matches!(x, Action::Command(Command::RemoveRoute { .. }));
+    }
+    assert!(removed_route, "the route goes with its stream");
+}
