@@ -1,16 +1,19 @@
 //! `conflux-perf --quick` (what `perf/run --quick` runs after building) on the binaries
 //! the suite built: it must finish, measure the bare veth path and Conflux direct and
-//! relayed in every repetition, give sane non-zero figures, write the report and charts,
-//! and leave no namespace behind. No figure is compared with a threshold: speed is for
-//! the report, not for a test.
+//! relayed in every repetition, run the reduced scale part (1,000 peers' streams in one
+//! data plane, a mesh of 5 control processes), give sane non-zero figures, write the
+//! report and charts, and leave no namespace behind. No figure is compared with a
+//! threshold: speed is for the report, not for a test.
 //!
-//! Needs root, /dev/net/tun, `ip`, `ping` and `iperf3` (tests/setup.sh installs them).
+//! Needs root, /dev/net/tun, `ip`, `ping`, `iperf3` and `nats-server` (tests/setup.sh
+//! installs them).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conflux_perf::harness::report::{BEGIN, END};
 use conflux_perf::harness::results::{RunResult, Sample};
+use conflux_perf::harness::scale::{self, ScaleParams, ScaleResult};
 use conflux_perf::harness::systems::Role;
 use conflux_perf::harness::topology::Shape;
 use conflux_tests::bins::workspace_bin;
@@ -42,6 +45,56 @@ fn check_sample(name: &str, s: &Sample, ping_count: usize) {
         "CPU per GB: {ctx}"
     );
     assert!(!s.udp_trials.is_empty(), "UDP search: {ctx}");
+}
+
+fn check_scale(s: &ScaleResult, log: &str) {
+    assert!(
+        s.failures.is_empty(),
+        "scale failed: {:?}\n{log}",
+        s.failures
+    );
+    assert_eq!(s.params, ScaleParams::quick());
+    let st = s.streams.as_ref().expect("stream memory measured");
+    let peers = s.params.peers;
+    assert_eq!(
+        (
+            st.egress_installed,
+            st.ingress_installed,
+            st.routes_installed
+        ),
+        (peers, peers, peers),
+        "the snapshot shows every stream and route: {st:?}"
+    );
+    assert!(
+        st.records_applied > 3 * peers as u64,
+        "tether, streams and routes applied: {st:?}"
+    );
+    assert_eq!(st.phases.len(), 3, "{st:?}");
+    assert!(st.rss_before_kib > 0 && st.anon_before_kib > 0, "{st:?}");
+    // Sane: installing thousands of entries grows the heap, by less than a MiB each.
+    for b in [st.bytes_per_stream(), st.anon_bytes_per_stream()] {
+        assert!(
+            b.is_finite() && b > 0.0 && b < 1048576.0,
+            "{b} B per stream: {st:?}"
+        );
+    }
+    let m = s.mesh.as_ref().expect("mesh convergence measured");
+    assert_eq!(m.nodes, s.params.nodes);
+    assert!(
+        0.0 < m.first_converged_secs
+            && m.first_converged_secs <= m.converged_secs
+            && 0.0 < m.all_answering_secs
+            && m.all_answering_secs <= m.converged_secs,
+        "{m:?}"
+    );
+    // Every node set up a stream to every other and answered every other's.
+    let pairs = m.outbound_streams() as u64;
+    assert!(
+        m.handshakes_initiated >= pairs && m.handshakes_answered >= pairs,
+        "{m:?}"
+    );
+    assert!(m.handshakes_per_sec().is_finite() && m.handshakes_per_sec() > 0.0);
+    assert!(!s.commands.is_empty());
 }
 
 #[test]
@@ -124,8 +177,16 @@ fn perf_quick_measures_conflux_and_the_ceiling() {
         }
     }
 
+    check_scale(run.scale.as_ref().expect("the scale part ran"), &stderr);
+
     let report = std::fs::read_to_string(out.path().join("RESULTS.md")).expect("RESULTS.md");
     assert!(report.contains(BEGIN) && report.contains(END), "{report}");
+    assert!(
+        report.contains(scale::report::BEGIN)
+            && report.contains(scale::report::END)
+            && report.contains("memory per idle stream"),
+        "{report}"
+    );
     for s in &run.systems {
         assert!(
             report.contains(&format!("| {} |", s.name)),

@@ -1,12 +1,14 @@
 //! `conflux-perf`: measures Conflux side by side with the bare veth path, boringtun,
 //! wireguard-go, Nebula and kernel WireGuard in network namespaces, and writes the report
-//! and charts. `perf/run` installs what it needs, builds, and runs this. Needs root.
+//! and charts; then Conflux's scale figures (memory per installed stream, control-plane
+//! mesh convergence). `perf/run` installs what it needs, builds, and runs this. Needs root.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
 use conflux_perf::harness::results::{Params, RunResult};
+use conflux_perf::harness::scale::{self, ScaleParams, ScaleResult};
 use conflux_perf::harness::systems::{self, Env, Role, System};
 use conflux_perf::harness::{charts, netns, report, run};
 
@@ -20,7 +22,8 @@ struct Args {
     /// Repetitions of every system (default 3).
     #[arg(long)]
     reps: Option<usize>,
-    /// Measure only systems whose name contains one of these (case-insensitive).
+    /// Measure only systems whose name contains one of these (case-insensitive); `scale`
+    /// names the scale part (memory per stream, mesh convergence).
     #[arg(long)]
     only: Vec<String>,
     /// Directory of the report: `<out>/RESULTS.md` (its generated block is replaced) and
@@ -36,6 +39,9 @@ struct Args {
     /// Where the Conflux binaries are (default: beside this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Where `conflux`, `guardian` and `conflux-ctl` are (default: --bin-dir).
+    #[arg(long)]
+    control_bin_dir: Option<PathBuf>,
     /// The boringtun binary (default: target/perf-tools/bin/boringtun-cli, else PATH).
     #[arg(long)]
     boringtun: Option<PathBuf>,
@@ -90,14 +96,16 @@ fn measure(args: &Args) -> anyhow::Result<Option<RunResult>> {
         .parent()
         .unwrap_or(Path::new("."));
     let scratch = run::scratch_dir()?;
+    let bin_dir = args
+        .bin_dir
+        .clone()
+        .or_else(|| exe.parent().map(Path::to_owned))
+        .context("no directory for the Conflux binaries")?;
     let env = Env {
         tag: run::run_tag(),
         work: scratch.path().to_owned(),
-        bin_dir: args
-            .bin_dir
-            .clone()
-            .or_else(|| exe.parent().map(Path::to_owned))
-            .context("no directory for the Conflux binaries")?,
+        control_bin_dir: args.control_bin_dir.clone().unwrap_or(bin_dir.clone()),
+        bin_dir,
         boringtun: args
             .boringtun
             .clone()
@@ -123,6 +131,8 @@ fn measure(args: &Args) -> anyhow::Result<Option<RunResult>> {
                     .any(|o| s.name().to_lowercase().contains(&o.to_lowercase()))
         })
         .collect();
+    let with_scale =
+        args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case("scale"));
     if args.list {
         for s in &chosen {
             match s.check(&env) {
@@ -130,15 +140,45 @@ fn measure(args: &Args) -> anyhow::Result<Option<RunResult>> {
                 Err(why) => println!("{:<30} cannot run: {why}", s.name()),
             }
         }
+        if with_scale {
+            match scale::check(&env) {
+                Ok(()) => println!("{:<30} ready", "scale"),
+                Err(why) => println!("{:<30} cannot run: {why}", "scale"),
+            }
+        }
         return Ok(None);
     }
     anyhow::ensure!(
-        !chosen.is_empty(),
-        "no system matches --only {:?}",
+        !chosen.is_empty() || with_scale,
+        "nothing matches --only {:?}",
         args.only
     );
-    let result = run::run(&chosen, &env, &params)?;
-    if result.systems.iter().any(|s| !s.failures.is_empty()) {
+    let mut result = run::run(&chosen, &env, &params)?;
+    if with_scale {
+        let scale_params = if args.quick {
+            ScaleParams::quick()
+        } else {
+            ScaleParams::full()
+        };
+        result.scale = Some(match scale::check(&env) {
+            Ok(()) => scale::run(&env, &scale_params)?,
+            Err(why) => {
+                eprintln!("skip scale: {why}");
+                ScaleResult {
+                    params: scale_params,
+                    streams: None,
+                    mesh: None,
+                    failures: vec![env.neutral(&format!("not run: {why}"))],
+                    commands: Vec::new(),
+                }
+            }
+        });
+    }
+    let failed_scale = result
+        .scale
+        .as_ref()
+        .is_some_and(|s| !s.failures.is_empty());
+    if failed_scale || result.systems.iter().any(|s| !s.failures.is_empty()) {
         let kept = scratch.keep();
         eprintln!(
             "logs and reports of the failed repetitions: {}",
@@ -148,10 +188,20 @@ fn measure(args: &Args) -> anyhow::Result<Option<RunResult>> {
     Ok(Some(result))
 }
 
+/// Writes the blocks of `RESULTS.md` that this run measured, and its charts.
 fn write_report(out: &Path, result: &RunResult) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
-    charts::write_all(&out.join("charts"), result)?;
-    report::write(&out.join("RESULTS.md"), result, "charts")
+    let path = out.join("RESULTS.md");
+    if !result.systems.is_empty() {
+        charts::write_all(&out.join("charts"), result)?;
+        report::write(&path, result, "charts")?;
+    }
+    if let Some(s) = &result.scale {
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let block = scale::report::block(result, s);
+        std::fs::write(&path, scale::report::splice(&old, &block))?;
+    }
+    Ok(())
 }
 
 fn print_summary(r: &RunResult) {

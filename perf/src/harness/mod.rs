@@ -5,7 +5,8 @@
 //! repetition by repetition ([`measure::repetition`]: fresh namespaces, the tunnel, iperf3
 //! and ping traffic, CPU and memory from `/proc`), and returns a [`results::RunResult`].
 //! [`report`] writes it into `RESULTS.md` and [`charts`] draws the PNGs. Namespaces are
-//! removed on every exit path ([`netns::install_cleanup`]).
+//! removed on every exit path ([`netns::install_cleanup`]). [`scale`] measures Conflux
+//! alone at scale: memory per installed stream and control-plane mesh convergence.
 
 pub mod charts;
 pub mod daemon;
@@ -18,6 +19,7 @@ pub mod procfs;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod scale;
 pub mod shell;
 pub mod stats;
 pub mod systems;

@@ -80,9 +80,14 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 /// The `VmRSS:` value of a `/proc/<pid>/status` text, in KiB.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    parse_status_kib(status, "VmRSS:")
+}
+
+/// A `<field> <n> kB` value of a `/proc/<pid>/status` text (`field` with its colon), in KiB.
+pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }
@@ -202,6 +207,9 @@ mod tests {
         let status = "Name:\tnebula\nVmPeak:\t 1000 kB\nVmRSS:\t   23456 kB\nThreads: 9\n";
         assert_eq!(parse_vm_rss(status), Some(23456));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
+        let status = "VmRSS:\t  900 kB\nRssAnon:\t  700 kB\nRssFile:\t 200 kB\n";
+        assert_eq!(parse_status_kib(status, "RssAnon:"), Some(700));
+        assert_eq!(parse_status_kib(status, "RssShmem:"), None);
     }
 
     #[test]

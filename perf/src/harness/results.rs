@@ -180,4 +180,7 @@ pub struct RunResult {
     pub topologies: Vec<(Shape, Vec<String>)>,
     /// Every system, in report order.
     pub systems: Vec<SystemResult>,
+    /// The scale part, when it ran.
+    #[serde(default)]
+    pub scale: Option<super::scale::ScaleResult>,
 }

@@ -38,7 +38,10 @@ pub fn run(systems: &[Box<dyn System>], env: &Env, params: &Params) -> anyhow::R
     let runnable: Vec<usize> = (0..systems.len())
         .filter(|&i| results[i].skipped.is_none())
         .collect();
-    anyhow::ensure!(!runnable.is_empty(), "no system can run here");
+    anyhow::ensure!(
+        systems.is_empty() || !runnable.is_empty(),
+        "no system can run here"
+    );
 
     let mut topologies = Vec::new();
     for rep in 0..params.reps {
@@ -92,6 +95,7 @@ pub fn run(systems: &[Box<dyn System>], env: &Env, params: &Params) -> anyhow::R
         dataplane_args: env.dataplane_args.clone(),
         topologies,
         systems: results,
+        scale: None,
     })
 }
 

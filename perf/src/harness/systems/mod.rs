@@ -40,6 +40,8 @@ pub struct Env {
     pub work: PathBuf,
     /// Where the Conflux binaries are.
     pub bin_dir: PathBuf,
+    /// Where the control-plane binaries are (`conflux`, `guardian`, `conflux-ctl`).
+    pub control_bin_dir: PathBuf,
     /// The boringtun binary (`boringtun-cli`).
     pub boringtun: PathBuf,
     /// Extra arguments for every `conflux-dataplane run` (workers, pinning, offloads).
