@@ -77,6 +77,8 @@ struct Mesh {
     base: Instant,
     base_ms: u64,
     elapsed: Duration,
+    /// Every `StreamUp` seen: node, direction, epoch, whether it replaces a stream.
+    ups: Vec<(usize, Direction, u8, bool)>,
 }
 
 impl Mesh {
@@ -89,6 +91,7 @@ impl Mesh {
             base: Instant::now(),
             base_ms: 1_900_000_000_000,
             elapsed: Duration::ZERO,
+            ups: Vec::new(),
         }
     }
 
@@ -191,6 +194,12 @@ impl Mesh {
                 });
                 self.nodes[i].handle_directory_record(now, node, rec.as_deref());
             }
+            Output::StreamUp {
+                direction,
+                epoch,
+                replaces,
+                ..
+            } => self.ups.push((i, direction, epoch, replaces.is_some())),
             _ => {}
         }
     }
@@ -618,4 +627,51 @@ fn renewal_is_asked_for_before_expiry() {
     assert!(asked);
     let secs = m.elapsed.as_secs();
     assert!((2300..2500).contains(&secs), "renewal asked at {secs} s");
+}
+
+#[test]
+fn on_demand_streams_wait_for_want_and_rekey_flips_the_epoch_on_both_ends() {
+    let mut m = Mesh::new();
+    let a = m.add("lab", &["dev"]);
+    let b = m.add("lab", &["dev"]);
+    m.nodes[a].set_on_demand(true);
+    m.nodes[b].set_on_demand(true);
+    m.run(Duration::from_secs(2));
+    assert!(m.apart(a, b), "no traffic, no streams");
+    let now = m.now();
+    let b_id = m.id(b);
+    assert!(m.nodes[a].want(b_id, now));
+    m.run(Duration::from_millis(300));
+    let first = m.stream_fps(a, b, "out");
+    assert!(first.is_some() && first == m.stream_fps(b, a, "in"));
+    assert!(
+        m.stream_fps(b, a, "out").is_none(),
+        "B has not asked for its own"
+    );
+    m.ups.sort_by_key(|u| u.0);
+    let mut want = vec![(a, Direction::Out, 0, false), (b, Direction::In, 0, false)];
+    want.sort_by_key(|u| u.0);
+    assert_eq!(m.ups, want);
+
+    m.ups.clear();
+    let now = m.now();
+    m.nodes[a].rekey(b_id, now);
+    m.run(Duration::from_millis(300));
+    let second = m.stream_fps(a, b, "out");
+    assert!(second.is_some() && second != first, "a fresh key");
+    assert_eq!(second, m.stream_fps(b, a, "in"), "both ends hold it");
+    m.ups.sort_by_key(|u| u.0);
+    let mut want = vec![(a, Direction::Out, 1, true), (b, Direction::In, 1, true)];
+    want.sort_by_key(|u| u.0);
+    assert_eq!(
+        m.ups, want,
+        "both ends replace the old key, in the other epoch"
+    );
+    assert_eq!(m.nodes[a].counters().rekeys, 1);
+
+    m.nodes[a].unwant(b_id);
+    let a_id = m.id(a);
+    m.nodes[b].drop_inbound(a_id);
+    m.run(Duration::from_secs(2));
+    assert!(m.apart(a, b), "idle streams stay down until wanted again");
 }
