@@ -115,9 +115,9 @@ pub enum TetherKind {
 
 /// A tether.
 ///
-/// A WebRTC tether's ICE credentials default to values derived from the id and the role,
-/// the same at both ends; they only pair the two agents, while the DTLS fingerprint is
-/// what authenticates the peer. The driver opens a WebRTC tether on worker 0 only: with
+/// A WebRTC tether's ICE credentials default to fixed values per role (tether ids are each
+/// node's own, so the two ends of a link may name it differently); they only pair the two
+/// agents, while the DTLS fingerprint is what authenticates the peer. The driver opens a WebRTC tether on worker 0 only: with
 /// several workers, the others count and drop packets routed to it (see
 /// [`crate::hop`]).
 #[derive(Debug, Clone, Deserialize)]
@@ -149,15 +149,12 @@ pub struct TetherConfig {
 
 impl TetherConfig {
     fn default_ufrag(&self, controlling: bool) -> String {
-        format!("cfx{}{}", self.id, if controlling { "c" } else { "a" })
+        if controlling { "cfxc" } else { "cfxa" }.to_string()
     }
 
     fn default_pwd(&self, controlling: bool) -> String {
-        format!(
-            "confluxstatictether{:010}{}",
-            self.id,
-            if controlling { "c" } else { "a" }
-        )
+        let role = if controlling { "c" } else { "a" };
+        format!("confluxstatictetherpassword{role}")
     }
 
     /// The `TetherOpen` a WebRTC entry stands for (checked as the worker will).

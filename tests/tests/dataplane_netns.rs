@@ -1,6 +1,7 @@
 //! Data planes in network namespaces, driven by the static driver: A ↔ B directly, and
-//! A → R → B through a relay that holds no key. Real TUN devices, real io_uring, real
-//! traffic (ping, iperf3). One worker per node, not pinned; the tests take a global lock so
+//! A → R → B through a relay that holds no key, every hop a WebRTC tether (ICE, DTLS 1.2,
+//! SCTP data channels) whose peer fingerprint each side reads from the other's snapshot.
+//! Real TUN devices, real io_uring, real traffic (ping, iperf3). One worker per node, not pinned; the tests take a global lock so
 //! they run one at a time, and every namespace and process they make is removed when a test
 //! ends, passed or failed.
 //!
@@ -244,6 +245,14 @@ impl Lab {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    /// The node's DTLS fingerprint, as its snapshot announces it (before its driver
+    /// attaches: one control process attaches at a time).
+    fn fingerprint(&self, node: &str) -> String {
+        let f = self.snapshot(node).dtls_fingerprint;
+        assert!(f.starts_with("sha-256 "), "fingerprint of {node}: {f:?}");
+        f
+    }
+
     /// The node's tables and counters (the node's driver must be stopped first: one control
     /// process attaches at a time).
     fn snapshot(&self, node: &str) -> Snapshot {
@@ -337,6 +346,13 @@ fn stream(id: &str, direction: &str, label: u32, peer: &str, secret: &str) -> St
     )
 }
 
+/// A WebRTC tether entry: `controlling` on exactly one end, `fingerprint` the peer's.
+fn tether(id: u32, peer: &str, controlling: bool, fingerprint: &str) -> String {
+    format!(
+        "[[tether]]\nid = {id}\npeer = \"{peer}:51820\"\nkind = \"webrtc\"\ncontrolling = {controlling}\nfingerprint = \"{fingerprint}\"\n"
+    )
+}
+
 fn header(lab: &Lab, node: &str) -> String {
     format!(
         "socket = \"{}\"\nrekey_interval_s = {REKEY_S}\n",
@@ -344,25 +360,31 @@ fn header(lab: &Lab, node: &str) -> String {
     )
 }
 
-/// A and B joined directly: A → B on B's label 7, B → A on A's label 8.
-fn direct_pair(lab: &mut Lab) {
+/// A and B joined directly: A → B on B's label 7, B → A on A's label 8. A expects
+/// `a_expects` as B's fingerprint (B's real one when `None`).
+fn direct_pair_expecting(lab: &mut Lab, a_expects: Option<&str>) {
     lab.add_ns("a");
     lab.add_ns("b");
     let (ua, ub) = lab.link("a", "b", 91);
     lab.dataplane("a", 1);
     lab.dataplane("b", 2);
+    let (fa, fb) = (lab.fingerprint("a"), lab.fingerprint("b"));
     let a = header(lab, "a")
-        + &format!("[[tether]]\nid = 1\npeer = \"{ub}:51820\"\n")
+        + &tether(1, &ub, true, a_expects.unwrap_or(&fb))
         + &stream(AB, "egress", 7, "100.64.0.2", SECRET_AB)
         + &stream(BA, "ingress", 8, "100.64.0.2", SECRET_BA)
         + "[[route]]\nprefix = \"100.64.0.2/32\"\nhops = [{ tether = 1, label = 7 }]\n";
     let b = header(lab, "b")
-        + &format!("[[tether]]\nid = 1\npeer = \"{ua}:51820\"\n")
+        + &tether(1, &ua, false, &fa)
         + &stream(BA, "egress", 8, "100.64.0.1", SECRET_BA)
         + &stream(AB, "ingress", 7, "100.64.0.1", SECRET_AB)
         + "[[route]]\nprefix = \"100.64.0.1/32\"\nhops = [{ tether = 1, label = 8 }]\n";
     lab.driver("a", &a);
     lab.driver("b", &b);
+}
+
+fn direct_pair(lab: &mut Lab) {
+    direct_pair_expecting(lab, None);
 }
 
 #[test]
@@ -393,6 +415,34 @@ fn dataplane_a_b_ping_and_iperf3_both_directions() {
         "{snap:?}"
     );
     assert!(snap.traffic("egress_packets") > 10_000, "{snap:?}");
+    let t = &snap.workers[0].tethers[0];
+    assert_eq!(
+        (t.kind.as_str(), t.state.as_str()),
+        ("webrtc", "up"),
+        "{snap:?}"
+    );
+    assert_eq!(snap.counter("tether_fingerprint_mismatch"), 0, "{snap:?}");
+}
+
+#[test]
+fn dataplane_tether_with_a_wrong_fingerprint_never_carries_traffic() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new();
+    let wrong = format!("sha-256 {}", ["5A"; 32].join(":"));
+    direct_pair_expecting(&mut lab, Some(&wrong));
+    assert!(
+        !lab.ping("a", "100.64.0.2", 3),
+        "a tether to an unexpected certificate carried traffic"
+    );
+    lab.kill("driver-a");
+    let snap = lab.snapshot("a");
+    assert_eq!(snap.counter("tether_fingerprint_mismatch"), 1, "{snap:?}");
+    assert_eq!(snap.counter("tether_connected"), 0, "{snap:?}");
+    let t = &snap.workers[0].tethers[0];
+    assert_eq!((t.state.as_str(), t.tx_packets), ("closed", 0), "{snap:?}");
+    lab.kill("driver-b");
+    let b = lab.snapshot("b");
+    assert_eq!(b.traffic("ingress_packets"), 0, "{b:?}");
 }
 
 #[test]
@@ -407,20 +457,24 @@ fn dataplane_relay_forwards_without_the_stream_key() {
     lab.dataplane("a", 1);
     lab.dataplane("r", 3);
     lab.dataplane("b", 2);
+    let (fa, fr, fb) = (
+        lab.fingerprint("a"),
+        lab.fingerprint("r"),
+        lab.fingerprint("b"),
+    );
     // A → R (R's label 70) → B (B's label 7); B → R (R's label 80) → A (A's label 8).
     let a = header(&lab, "a")
-        + &format!("[[tether]]\nid = 1\npeer = \"{ura}:51820\"\n")
+        + &tether(1, &ura, true, &fr)
         + &stream(AB, "egress", 70, "100.64.0.2", SECRET_AB)
         + &stream(BA, "ingress", 8, "100.64.0.2", SECRET_BA)
         + "[[route]]\nprefix = \"100.64.0.2/32\"\nhops = [{ tether = 1, label = 70 }]\n";
     let r = header(&lab, "r")
-        + &format!(
-            "[[tether]]\nid = 1\npeer = \"{ua}:51820\"\n[[tether]]\nid = 2\npeer = \"{ub}:51820\"\n"
-        )
+        + &tether(1, &ua, false, &fa)
+        + &tether(2, &ub, true, &fb)
         + "[[relay]]\nin_label = 70\ntether = 2\nout_label = 7\n"
         + "[[relay]]\nin_label = 80\ntether = 1\nout_label = 8\n";
     let b = header(&lab, "b")
-        + &format!("[[tether]]\nid = 1\npeer = \"{urb}:51820\"\n")
+        + &tether(1, &urb, false, &fr)
         + &stream(BA, "egress", 80, "100.64.0.1", SECRET_BA)
         + &stream(AB, "ingress", 7, "100.64.0.1", SECRET_AB)
         + "[[route]]\nprefix = \"100.64.0.1/32\"\nhops = [{ tether = 1, label = 80 }]\n";
@@ -433,6 +487,7 @@ fn dataplane_relay_forwards_without_the_stream_key() {
     lab.driver("b", &b);
     assert!(lab.ping("a", "100.64.0.2", 5), "A cannot reach B through R");
     let (bps, _) = lab.iperf("a", "b", "100.64.0.2", 5, false);
+    eprintln!("A→R→B {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 50e6, "TCP through the relay: {bps} bit/s");
 
     // R's rings: never a stream install, and no key of either stream anywhere in them.
@@ -450,6 +505,13 @@ fn dataplane_relay_forwards_without_the_stream_key() {
         "{snap:?}"
     );
     assert!(snap.traffic("relayed_packets") > 10_000, "{snap:?}");
+    assert!(
+        snap.workers[0]
+            .tethers
+            .iter()
+            .all(|t| t.kind == "webrtc" && t.state == "up"),
+        "{snap:?}"
+    );
     let gen_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
