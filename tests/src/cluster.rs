@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::bins;
 use crate::ctl::{Ctl, Status};
-use crate::proc::{Proc, free_port, port_open};
+use crate::proc::{Proc, free_port};
 use crate::wait;
 
 /// How long processes get to come up on a loaded two-core machine.
@@ -22,8 +22,9 @@ pub const STARTUP: Duration = Duration::from_secs(30);
 const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
 
 /// Presence every second, peers forgotten after 4 s without one.
-const NODE_TIMING: &str =
-    "presence_interval_ms = 1000\npeer_timeout_ms = 4000\nhandshake_timeout_ms = 2000\n";
+/// Control plane only: these tests look at streams, not packets.
+const NODE_TIMING: &str = "presence_interval_ms = 1000\npeer_timeout_ms = 4000\n\
+                           handshake_timeout_ms = 2000\ndataplane = \"none\"\n";
 
 /// nats-server and Guardian, ready to take realms and nodes.
 pub struct Cluster {
@@ -33,6 +34,7 @@ pub struct Cluster {
     nats_dir: PathBuf,
     nats_port: u16,
     guardian_port: u16,
+    ip: String,
     http: reqwest::blocking::Client,
     /// Holds every file of the run; removed at the end.
     pub dir: TempDir,
@@ -59,8 +61,14 @@ pub struct RegisteredNats {
 }
 
 impl Cluster {
-    /// Starts nats-server (configured by `guardian nats-config`) and Guardian.
+    /// Starts nats-server (configured by `guardian nats-config`) and Guardian on loopback.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Starts nats-server and Guardian listening on `ip` (an address of this namespace,
+    /// e.g. a test bridge that nodes in other namespaces reach).
+    pub fn start_on(ip: &str) -> Self {
         let nats_bin = bins::nats_server();
         let guardian_bin = bins::workspace_bin("guardian");
         let dir = tempfile::Builder::new()
@@ -74,7 +82,7 @@ impl Cluster {
         let out = Command::new(&guardian_bin)
             .args(["nats-config", "--dir"])
             .arg(&nats_dir)
-            .args(["--listen", &format!("127.0.0.1:{nats_port}")])
+            .args(["--listen", &format!("{ip}:{nats_port}")])
             .output()
             .expect("running guardian nats-config");
         assert!(
@@ -82,15 +90,15 @@ impl Cluster {
             "guardian nats-config failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let nats = spawn_nats(&nats_bin, &nats_dir, &logs, nats_port);
+        let nats = spawn_nats(&nats_bin, &nats_dir, &logs, ip, nats_port);
 
         let guardian_port = free_port();
         let mut cmd = Command::new(&guardian_bin);
         cmd.arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{guardian_port}")])
+            .args(["--listen", &format!("{ip}:{guardian_port}")])
             .arg("--data-dir")
             .arg(dir.path().join("guardian"))
-            .args(["--nats-url", &format!("nats://127.0.0.1:{nats_port}")])
+            .args(["--nats-url", &format!("nats://{ip}:{nats_port}")])
             .arg("--nats-dir")
             .arg(&nats_dir)
             .env("GUARDIAN_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -101,6 +109,7 @@ impl Cluster {
             .build()
             .unwrap();
         let c = Self {
+            ip: ip.to_owned(),
             dir,
             nats_dir,
             nats_port,
@@ -118,17 +127,18 @@ impl Cluster {
         c
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://<ip>:<port>`.
     pub fn nats_url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.nats_port)
+        format!("nats://{}:{}", self.ip, self.nats_port)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<ip>:<port>`.
     pub fn guardian_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.guardian_port)
+        format!("http://{}:{}", self.ip, self.guardian_port)
     }
 
-    fn logs(&self) -> PathBuf {
+    /// The directory of the processes' logs.
+    pub fn logs(&self) -> PathBuf {
         self.dir.path().join("logs")
     }
 
@@ -214,7 +224,7 @@ impl Cluster {
     pub fn kill_nats(&mut self) {
         self.nats.kill();
         wait::until_true("nats-server to stop listening", STARTUP, || {
-            !port_open(self.nats_port)
+            std::net::TcpStream::connect((self.ip.as_str(), self.nats_port)).is_err()
         });
     }
 
@@ -224,6 +234,7 @@ impl Cluster {
             &bins::nats_server(),
             &self.nats_dir,
             &self.logs(),
+            &self.ip,
             self.nats_port,
         );
     }
@@ -262,11 +273,13 @@ impl Cluster {
     }
 }
 
-fn spawn_nats(bin: &Path, dir: &Path, logs: &Path, port: u16) -> Proc {
+fn spawn_nats(bin: &Path, dir: &Path, logs: &Path, ip: &str, port: u16) -> Proc {
     let mut cmd = Command::new(bin);
     cmd.arg("-c").arg(dir.join("nats-server.conf"));
     let p = Proc::spawn("nats-server", cmd, logs);
-    wait::until_true("nats-server to listen", STARTUP, || port_open(port));
+    wait::until_true("nats-server to listen", STARTUP, || {
+        std::net::TcpStream::connect((ip, port)).is_ok()
+    });
     p
 }
 

@@ -107,6 +107,7 @@ fn forged_certificates_are_ignored() {
             presence: Some(presence::sign(&rogue, rogue_id, &claimed, unix_ms() + 10)),
             init: vec![1, 1, 0, 0],
             inbound_stream_id: Vec::new(),
+            ..HandshakeRequest::default()
         };
         let subject = format!("conflux.lab.node.{a_id}.hs");
         let r = tokio::time::timeout(

@@ -32,6 +32,10 @@ enum Command {
     Peers,
     /// Established streams and their key fingerprints.
     Streams,
+    /// Routes to other nodes: direct or through which relay, and their state.
+    Routes,
+    /// Tethers to next hops, with their state, users and round-trip time.
+    Tethers,
     /// The node's taints.
     Taint {
         #[command(subcommand)]
@@ -106,6 +110,18 @@ async fn run(args: Args) -> anyhow::Result<String> {
                 .map_err(status_error)?
                 .into_inner();
             pick(json, &r, render::streams)
+        }
+        Command::Routes | Command::Tethers => {
+            let r = c
+                .overlay(proto::OverlayRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if matches!(args.command, Command::Routes) {
+                pick(json, &r, render::routes)
+            } else {
+                pick(json, &r, render::tethers)
+            }
         }
         Command::Taint { op } => {
             let r = match op {

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 
-use super::proto::{PeersReply, StatusReply, StreamsReply, TaintReply};
+use super::proto::{OverlayReply, PeersReply, StatusReply, StreamsReply, TaintReply};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -159,6 +159,60 @@ pub fn streams(s: &StreamsReply) -> String {
             st.key_fingerprint.clone(),
             ago(now, st.established_unix_ms),
             hs,
+        ]);
+    }
+    t.to_string()
+}
+
+/// `conflux-ctl routes` as a table.
+pub fn routes(o: &OverlayReply) -> String {
+    if !o.dataplane {
+        return "no data plane: this node runs the control plane only".into();
+    }
+    if o.routes.is_empty() {
+        return format!("no routes ({} relay entries for others)", o.relays);
+    }
+    let mut t = table(&["destination", "address", "via", "state", "label"]);
+    for r in &o.routes {
+        let via = if r.via.is_empty() {
+            "direct".to_owned()
+        } else {
+            r.via.clone()
+        };
+        t.add_row(vec![
+            r.destination.clone(),
+            r.address.clone(),
+            via,
+            r.state.clone(),
+            r.label.to_string(),
+        ]);
+    }
+    format!("{t}\n{} relay entries for others", o.relays)
+}
+
+/// `conflux-ctl tethers` as a table.
+pub fn tethers(o: &OverlayReply) -> String {
+    if !o.dataplane {
+        return "no data plane: this node runs the control plane only".into();
+    }
+    if o.tethers.is_empty() {
+        return "no tethers".into();
+    }
+    let mut t = table(&["peer", "id", "state", "role", "users", "rtt", "sent"]);
+    for x in &o.tethers {
+        t.add_row(vec![
+            x.peer.clone(),
+            x.id.to_string(),
+            x.state.clone(),
+            if x.controlling {
+                "controlling"
+            } else {
+                "controlled"
+            }
+            .to_owned(),
+            x.users.to_string(),
+            format!("{:.2} ms", f64::from(x.rtt_us) / 1000.0),
+            format!("{} B", x.tx_bytes),
         ]);
     }
     t.to_string()

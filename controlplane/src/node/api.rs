@@ -30,6 +30,8 @@ pub enum ApiRequest {
     Streams(oneshot::Sender<proto::StreamsReply>),
     /// `TaintList`.
     TaintList(oneshot::Sender<proto::TaintReply>),
+    /// `Overlay`.
+    Overlay(oneshot::Sender<proto::OverlayReply>),
     /// `TaintAdd` (`add`) or `TaintRemove`.
     TaintChange {
         /// Add rather than remove.
@@ -174,6 +176,13 @@ impl Control for Service {
         self.ask(ApiRequest::Streams).await.map(Response::new)
     }
 
+    async fn overlay(
+        &self,
+        _: Request<proto::OverlayRequest>,
+    ) -> Result<Response<proto::OverlayReply>, Status> {
+        self.ask(ApiRequest::Overlay).await.map(Response::new)
+    }
+
     async fn taint_list(
         &self,
         _: Request<proto::TaintListRequest>,
@@ -229,6 +238,7 @@ mod tests {
                 }
                 ApiRequest::Peers(tx) => drop(tx.send(Default::default())),
                 ApiRequest::Streams(tx) => drop(tx.send(Default::default())),
+                ApiRequest::Overlay(tx) => drop(tx.send(Default::default())),
             }
         }
     }

@@ -12,7 +12,7 @@
 //! region = "eu-west"
 //! ```
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -109,6 +109,48 @@ pub struct Settings {
     /// Milliseconds to wait for a handshake reply.
     #[arg(long)]
     pub handshake_timeout_ms: Option<u64>,
+    /// How to reach the data plane: `spawn` (start it unless one runs on the socket),
+    /// `attach` (only attach) or `none` (control plane only: no TUN, streams to every
+    /// allowed peer, keys never leave the process).
+    #[arg(long)]
+    pub dataplane: Option<String>,
+    /// The `conflux-dataplane` binary (default: next to this one).
+    #[arg(long)]
+    pub dataplane_bin: Option<PathBuf>,
+    /// The data plane's control socket.
+    #[arg(long)]
+    pub dataplane_socket: Option<PathBuf>,
+    /// TUN interface name.
+    #[arg(long)]
+    pub tun: Option<String>,
+    /// UDP address the data plane binds for tethers.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Addresses peers reach this node's data plane at ("ip:port"; default: every
+    /// non-loopback IPv4 address with the listen port).
+    #[arg(long, value_delimiter = ',')]
+    pub advertise: Option<Vec<SocketAddr>>,
+    /// Data plane workers (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// SO_MARK on the data plane's underlay sockets (0: none).
+    #[arg(long)]
+    pub mark: Option<u32>,
+    /// Relay other nodes' routes through this node.
+    #[arg(long)]
+    pub relay: Option<bool>,
+    /// Milliseconds without traffic after which a stream, route or tether dissolves.
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Milliseconds between rekeys of a stream in use.
+    #[arg(long)]
+    pub rekey_interval_ms: Option<u64>,
+    /// Address of the Prometheus `/metrics` endpoint (off unless given).
+    #[arg(long)]
+    pub metrics_address: Option<SocketAddr>,
+    /// Framing-free UDP tethers instead of WebRTC (for comparison benchmarks only).
+    #[arg(long)]
+    pub plain_tethers: Option<bool>,
 }
 
 impl Settings {
@@ -150,7 +192,20 @@ impl Settings {
             api_socket,
             presence_interval_ms,
             peer_timeout_ms,
-            handshake_timeout_ms
+            handshake_timeout_ms,
+            dataplane,
+            dataplane_bin,
+            dataplane_socket,
+            tun,
+            listen,
+            advertise,
+            workers,
+            mark,
+            relay,
+            idle_timeout_ms,
+            rekey_interval_ms,
+            metrics_address,
+            plain_tethers
         )
     }
 }
@@ -197,6 +252,110 @@ impl Default for Timing {
     }
 }
 
+/// Where the data plane comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPlaneMode {
+    /// Attach to a running one, or start it.
+    Spawn,
+    /// Only attach to a running one.
+    Attach,
+    /// No data plane: control plane only.
+    None,
+}
+
+/// The node's data plane and overlay settings.
+#[derive(Debug, Clone)]
+pub struct DataPlane {
+    /// Where it comes from.
+    pub mode: DataPlaneMode,
+    /// Its binary.
+    pub binary: PathBuf,
+    /// Its control socket.
+    pub socket: PathBuf,
+    /// TUN interface name.
+    pub tun: String,
+    /// UDP bind address.
+    pub listen: SocketAddr,
+    /// Advertised candidate addresses (empty: discover).
+    pub advertise: Vec<SocketAddr>,
+    /// Workers.
+    pub workers: Option<usize>,
+    /// SO_MARK.
+    pub mark: u32,
+    /// Relay for others.
+    pub relay: bool,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Rekey interval.
+    pub rekey_interval: Duration,
+    /// Prometheus endpoint.
+    pub metrics_address: Option<SocketAddr>,
+    /// Plain tethers.
+    pub plain_tethers: bool,
+}
+
+/// Where the data plane's socket is when neither the file nor a flag says.
+pub const DEFAULT_DATAPLANE_SOCKET: &str = "/run/conflux/dataplane.sock";
+
+impl DataPlane {
+    fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
+        let mode = match s.dataplane.as_deref().unwrap_or("spawn") {
+            "spawn" => DataPlaneMode::Spawn,
+            "attach" => DataPlaneMode::Attach,
+            "none" => DataPlaneMode::None,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "dataplane must be spawn, attach or none, not {other:?}"
+                )));
+            }
+        };
+        let binary = match &s.dataplane_bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("conflux-dataplane")))
+                .unwrap_or_else(|| PathBuf::from("conflux-dataplane")),
+        };
+        let ms = |v: Option<u64>, dflt: u64, name: &str| match v {
+            Some(0) => Err(ConfigError::Invalid(format!("{name} must be above 0"))),
+            v => Ok(Duration::from_millis(v.unwrap_or(dflt))),
+        };
+        let idle_timeout = ms(s.idle_timeout_ms, 300_000, "idle_timeout_ms")?;
+        let rekey_interval = ms(s.rekey_interval_ms, 120_000, "rekey_interval_ms")?;
+        if rekey_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "rekey_interval_ms must be at least 1000".into(),
+            ));
+        }
+        let tun = s.tun.clone().unwrap_or_else(|| "cfx0".into());
+        if tun.is_empty() || tun.len() > 15 {
+            return Err(ConfigError::Invalid(format!(
+                "tun {tun:?}: an interface name has 1 to 15 characters"
+            )));
+        }
+        Ok(Self {
+            mode,
+            binary,
+            socket: s
+                .dataplane_socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATAPLANE_SOCKET)),
+            tun,
+            listen: s
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 51820))),
+            advertise: s.advertise.clone().unwrap_or_default(),
+            workers: s.workers,
+            mark: s.mark.unwrap_or(0),
+            relay: s.relay.unwrap_or(false),
+            idle_timeout,
+            rekey_interval,
+            metrics_address: s.metrics_address,
+            plain_tethers: s.plain_tethers.unwrap_or(false),
+        })
+    }
+}
+
 /// The validated configuration of a node.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -224,11 +383,14 @@ pub struct Config {
     pub api_socket: PathBuf,
     /// Control loop timings.
     pub timing: Timing,
+    /// Data plane and overlay.
+    pub dataplane: DataPlane,
 }
 
 impl Config {
     /// Validates merged settings.
     pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+        let dataplane = DataPlane::from_settings(&s)?;
         let guardian_url = s
             .guardian_url
             .ok_or(ConfigError::Missing("guardian_url"))?
@@ -314,6 +476,7 @@ impl Config {
                 .api_socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),
             timing,
+            dataplane,
         })
     }
 }

@@ -21,6 +21,11 @@ pub mod subjects {
         format!("conflux.{realm}.presence")
     }
 
+    /// A node's signal inbox: tether set-up and route messages (request/reply).
+    pub fn signal(realm: &Realm, node: NodeId) -> String {
+        format!("conflux.{realm}.node.{node}.signal")
+    }
+
     /// A node's handshake inbox (request/reply).
     pub fn handshake(realm: &Realm, node: NodeId) -> String {
         format!("conflux.{realm}.node.{node}.hs")

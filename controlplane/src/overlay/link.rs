@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use conflux_dataplane::control::SIGNAL_TETHER_OPEN;
 use conflux_dataplane::control::client::{Attached, ControlEnd, attach};
 use conflux_dataplane::control::snapshot::Snapshot;
 use conflux_dataplane::counters::monotonic_ns;
@@ -31,8 +32,6 @@ use zerocopy::little_endian::U32;
 
 use super::core::Command;
 
-/// Message kind of a tether open on the signals-in ring.
-const SIGNAL_TETHER_OPEN: u16 = 1;
 /// How long a started data plane may take to open its control socket.
 const START_WAIT: Duration = Duration::from_secs(15);
 

@@ -25,6 +25,8 @@ use super::nats::{self, ConnEvent, DIRECTORY_BUCKET, subjects};
 use super::register::{Credential, GuardianClient, GuardianError, RegisterOptions, Registration};
 use crate::ctl::proto;
 
+mod overlay;
+
 /// Longest wait between registration attempts while Guardian is unreachable.
 const MAX_REGISTER_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -63,6 +65,9 @@ pub enum RunError {
     /// The NATS client closed for good.
     #[error("the NATS connection closed")]
     NatsClosed,
+    /// The data plane could not be started or attached.
+    #[error(transparent)]
+    DataPlane(#[from] crate::overlay::link::LinkError),
 }
 
 /// The current time on both clocks.
@@ -164,6 +169,11 @@ enum Internal {
         result: Result<SignedCertificate, GuardianError>,
         reply: oneshot::Sender<Result<proto::TaintReply, Status>>,
     },
+    SignalReply {
+        to: NodeId,
+        request: u64,
+        reply: Option<Vec<u8>>,
+    },
 }
 
 struct TaintOp {
@@ -186,6 +196,7 @@ struct Driver {
     registration_ms: u64,
     taint_queue: VecDeque<TaintOp>,
     taint_busy: bool,
+    overlay: Option<overlay::OverlayState>,
 }
 
 async fn subscribe(client: &Client, subject: String) -> Result<Subscriber, RunError> {
@@ -223,6 +234,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         },
         now(),
     )?;
+    let mut node = node;
+    let overlay = overlay::start(
+        &cfg.dataplane,
+        reg.node_id,
+        &reg.overlay_address,
+        &reg.subnet,
+    )
+    .await?;
+    node.set_on_demand(overlay.is_some());
     let realm = node.realm().clone();
     let expected_prefix = format!("conflux.{realm}");
     if !reg.subject_prefix.is_empty() && reg.subject_prefix != expected_prefix {
@@ -238,6 +258,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let mut presence_sub = subscribe(&client, subjects::presence(&realm)).await?;
     let mut hs_sub = subscribe(&client, subjects::handshake(&realm, reg.node_id)).await?;
     let mut revoked_sub = subscribe(&client, subjects::revoked(&realm)).await?;
+    let mut signal_sub = subscribe(&client, subjects::signal(&realm, reg.node_id)).await?;
 
     let listener = api::bind(&cfg.api_socket)?;
     let (api_tx, mut api_rx) = mpsc::channel(64);
@@ -261,11 +282,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         registration_ms,
         taint_queue: VecDeque::new(),
         taint_busy: false,
+        overlay,
     };
+    let mut reports = d
+        .overlay
+        .as_mut()
+        .map(|o| std::mem::replace(&mut o.link.reports, mpsc::unbounded_channel().1));
     tokio::pin!(shutdown);
     let result = loop {
         d.flush().await;
-        let deadline = tokio::time::Instant::from_std(d.node.poll_timeout());
+        let mut next = d.node.poll_timeout();
+        if let Some(o) = &d.overlay {
+            next = next.min(o.ov.poll_timeout());
+        }
+        let deadline = tokio::time::Instant::from_std(next);
         tokio::select! {
             () = &mut shutdown => break Ok(()),
             m = presence_sub.next() => match m {
@@ -283,10 +313,23 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             Some(ev) = conn_rx.recv() => d.connection_event(ev),
             Some(i) = internal_rx.recv() => d.internal(i),
             Some(r) = api_rx.recv() => d.api(r),
-            () = tokio::time::sleep_until(deadline) => d.node.handle_timeout(now()),
+            m = signal_sub.next() => match m {
+                Some(m) => d.signal(m).await,
+                None => break Err(RunError::NatsClosed),
+            },
+            Some(r) = async { reports.as_mut()?.recv().await }, if reports.is_some() => d.report(r),
+            () = tokio::time::sleep_until(deadline) => {
+                d.node.handle_timeout(now());
+                d.overlay_timeout();
+            }
         }
     };
     d.flush().await;
+    if let Some(o) = d.overlay.take() {
+        // An orderly stop takes the data plane (and the TUN device) down with it.
+        o.link.close(true);
+        info!("data plane stopped");
+    }
     let _ = api_stop_tx.send(());
     let _ = api_task.await;
     api::remove(&cfg.api_socket);
@@ -296,8 +339,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 }
 
 impl Driver {
-    /// Carries out everything the node asked for.
+    /// Carries out everything the node and the overlay asked for.
     async fn flush(&mut self) {
+        loop {
+            self.flush_node().await;
+            if !self.flush_overlay().await {
+                return;
+            }
+        }
+    }
+
+    async fn flush_node(&mut self) {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Publish { subject, payload } => {
@@ -352,16 +404,39 @@ impl Driver {
                     });
                 }
                 Output::StreamUp {
-                    peer, direction, ..
+                    peer,
+                    direction,
+                    stream_id,
+                    key,
+                    epoch,
+                    replaces,
                 } => {
-                    // The data plane takes the key in a later stage; here it is dropped
-                    // (and wiped).
-                    info!(%peer, direction = direction.as_str(), "stream up");
+                    if replaces.is_some() {
+                        debug!(%peer, direction = direction.as_str(), epoch, "stream rekeyed");
+                    } else {
+                        info!(%peer, direction = direction.as_str(), "stream up");
+                    }
+                    // Without a data plane the key is dropped here (and wiped).
+                    if let Some(o) = self.overlay.as_mut() {
+                        o.ov.stream_up(
+                            Instant::now(),
+                            peer,
+                            direction,
+                            stream_id,
+                            key,
+                            epoch,
+                            replaces,
+                            &self.node,
+                        );
+                    }
                 }
                 Output::StreamDown {
                     peer, direction, ..
                 } => {
                     info!(%peer, direction = direction.as_str(), "stream down");
+                    if let Some(o) = self.overlay.as_mut() {
+                        o.ov.stream_down(Instant::now(), peer, direction);
+                    }
                 }
             }
         }
@@ -372,10 +447,12 @@ impl Driver {
             self.node.ignore(Ignored::Malformed);
             return;
         };
-        if let Some(accept) = self.node.handle_handshake_request(now(), &m.payload)
-            && let Err(e) = self.client.publish(reply_to, accept.into()).await
-        {
-            debug!("handshake reply: {e}");
+        if let Some(accept) = self.node.handle_handshake_request(now(), &m.payload) {
+            // The new key reaches the data plane before the initiator can use it.
+            self.flush().await;
+            if let Err(e) = self.client.publish(reply_to, accept.into()).await {
+                debug!("handshake reply: {e}");
+            }
         }
     }
 
@@ -451,6 +528,9 @@ impl Driver {
                 let _ = reply.send(r);
                 self.next_taint_op();
             }
+            Internal::SignalReply { to, request, reply } => {
+                self.signal_reply(to, request, reply);
+            }
         }
     }
 
@@ -465,6 +545,7 @@ impl Driver {
             }
             ApiRequest::Peers(tx) => drop(tx.send(self.node.peers())),
             ApiRequest::Streams(tx) => drop(tx.send(self.node.streams())),
+            ApiRequest::Overlay(tx) => drop(tx.send(self.overlay_reply())),
             ApiRequest::TaintList(tx) => drop(tx.send(proto::TaintReply {
                 taints: self.node.taints(),
             })),

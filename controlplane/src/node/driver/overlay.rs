@@ -1,0 +1,398 @@
+//! The driver's half of the overlay: the data plane link, signals over NATS, and carrying
+//! out what the overlay asks for.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use async_nats::Subject;
+use conflux_shared::id::NodeId;
+use tracing::{debug, info, warn};
+
+use super::{Driver, Internal, now};
+use crate::node::config::{DataPlane, DataPlaneMode};
+use crate::node::counters::Ignored;
+use crate::node::nats::subjects;
+use crate::overlay::link::{Link, LinkOptions, Report};
+use crate::overlay::signal::{self, Payload, SignalError};
+use crate::overlay::{Action, Overlay, OverlayConfig};
+
+/// How long a signal request waits for its reply.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a tether may take to come up before the route looks elsewhere.
+const TETHER_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The overlay and its data plane, when the node has one.
+pub(super) struct OverlayState {
+    pub(super) ov: Overlay,
+    pub(super) link: Link,
+    /// Held requests: token → reply subject and requester.
+    replies: HashMap<u64, (Subject, NodeId)>,
+    next_token: u64,
+    /// Counter totals per worker, from the data plane.
+    pub(super) dp_counters: HashMap<u16, Vec<(&'static str, u64)>>,
+}
+
+/// Every non-loopback IPv4 address of this host, with `port`.
+fn local_candidates(port: u16, tun: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list that freeifaddrs releases; every pointer read
+    // below comes from that list and is checked for null first.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let ifa = &*p;
+            p = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || i32::from((*ifa.ifa_addr).sa_family) != libc::AF_INET {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
+            if name == tun {
+                continue;
+            }
+            let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            if !ip.is_loopback() && !ip.is_unspecified() {
+                out.push(SocketAddr::new(IpAddr::V4(ip), port));
+            }
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
+}
+
+/// `100.64.0.5` in `100.64.0.0/16` → `100.64.0.5/16`.
+fn tun_address(address: &str, subnet: &str) -> String {
+    let len = subnet.split_once('/').map_or("32", |(_, l)| l);
+    format!("{address}/{len}")
+}
+
+/// Starts or attaches to the data plane and makes the overlay, unless the node runs
+/// without one.
+pub(super) async fn start(
+    cfg: &DataPlane,
+    me: NodeId,
+    address: &str,
+    subnet: &str,
+) -> Result<Option<OverlayState>, crate::overlay::link::LinkError> {
+    if cfg.mode == DataPlaneMode::None {
+        return Ok(None);
+    }
+    let opts = LinkOptions {
+        binary: cfg.binary.clone(),
+        socket: cfg.socket.clone(),
+        spawn: cfg.mode == DataPlaneMode::Spawn,
+        tun: cfg.tun.clone(),
+        address: tun_address(address, subnet),
+        listen: cfg.listen,
+        workers: cfg.workers,
+        mark: cfg.mark,
+    };
+    let link = tokio::task::spawn_blocking(move || Link::start(&opts))
+        .await
+        .map_err(|e| {
+            crate::overlay::link::LinkError::Spawn("data plane".into(), std::io::Error::other(e))
+        })??;
+    let mut candidates: Vec<String> = cfg.advertise.iter().map(|a| a.to_string()).collect();
+    if candidates.is_empty() {
+        // One candidate per address; each worker's own port when they differ.
+        let ports: Vec<u16> = link
+            .snapshot
+            .workers
+            .iter()
+            .filter_map(|w| w.listen.parse::<SocketAddr>().ok().map(|a| a.port()))
+            .collect();
+        let port = ports.first().copied().unwrap_or(cfg.listen.port());
+        candidates = local_candidates(port, &cfg.tun)
+            .into_iter()
+            .map(|a| a.to_string())
+            .collect();
+    }
+    let fingerprint = link.snapshot.dtls_fingerprint.clone();
+    if fingerprint.is_empty() && !cfg.plain_tethers {
+        warn!("the data plane reports no DTLS fingerprint; WebRTC tethers will not verify");
+    }
+    info!(?candidates, "overlay ready");
+    let mut ov = Overlay::new(
+        OverlayConfig {
+            idle_timeout: cfg.idle_timeout,
+            rekey_interval: cfg.rekey_interval,
+            relay: cfg.relay,
+            tether_timeout: TETHER_TIMEOUT,
+            plain_tethers: cfg.plain_tethers,
+            fingerprint,
+            candidates,
+        },
+        me,
+        Instant::now(),
+    );
+    // A data plane that outlived a previous control process keeps its tethers and labels;
+    // new ones must not collide with them.
+    let snap = &link.snapshot;
+    let max_tether = snap
+        .workers
+        .iter()
+        .flat_map(|w| w.tethers.iter().map(|t| t.id))
+        .max()
+        .unwrap_or(0);
+    let max_label = snap
+        .workers
+        .iter()
+        .flat_map(|w| {
+            w.ingress
+                .iter()
+                .map(|s| s.label)
+                .chain(w.relays.iter().map(|r| r.0))
+        })
+        .max()
+        .unwrap_or(0);
+    ov.reserve_ids(max_tether, max_label);
+    Ok(Some(OverlayState {
+        ov,
+        link,
+        replies: HashMap::new(),
+        next_token: 1,
+        dp_counters: HashMap::new(),
+    }))
+}
+
+impl Driver {
+    /// A report from the data plane.
+    pub(super) fn report(&mut self, r: Report) {
+        let Some(o) = self.overlay.as_mut() else {
+            return;
+        };
+        let t = Instant::now();
+        match r {
+            Report::Miss(dst) => o.ov.handle_miss(t, dst, &self.node),
+            Report::TetherState(id, state) => o.ov.handle_tether_state(t, id, state, &self.node),
+            Report::Telemetry {
+                tether,
+                rtt_us,
+                bytes,
+                ..
+            } => o.ov.handle_telemetry(t, tether, rtt_us, bytes),
+            Report::Activity {
+                stream_id,
+                direction,
+                packets,
+                bytes,
+            } => {
+                o.ov.handle_activity(t, stream_id, direction, packets, bytes)
+            }
+            Report::Counters { worker, values } => {
+                o.dp_counters.insert(worker, values);
+            }
+        }
+    }
+
+    /// A signal on this node's signal subject.
+    pub(super) async fn signal(&mut self, m: async_nats::Message) {
+        let Some(reply_to) = m.reply else {
+            self.node.ignore(Ignored::Malformed);
+            return;
+        };
+        let n = now();
+        let rx = match signal::decode(&m.payload, self.node.node_id(), n.unix_ms) {
+            Ok(rx) => rx,
+            Err(e) => {
+                self.node.ignore(match e {
+                    SignalError::Stale => Ignored::Stale,
+                    SignalError::NotForUs | SignalError::Malformed => Ignored::Malformed,
+                });
+                return;
+            }
+        };
+        if self
+            .node
+            .verify_signal(rx.from, &rx.signal, &rx.signature)
+            .is_err()
+        {
+            return;
+        }
+        let Some(o) = self.overlay.as_mut() else {
+            return;
+        };
+        o.ov.set_unix_time(n.unix_s());
+        let token = o.next_token;
+        o.next_token += 1;
+        match o
+            .ov
+            .handle_signal(n.mono, rx.from, rx.payload, token, &self.node)
+        {
+            Some(reply) => {
+                // Whatever the signal changed reaches the data plane before the answer.
+                self.flush().await;
+                self.send_reply(reply_to, rx.from, reply).await;
+            }
+            None => {
+                o.replies.insert(token, (reply_to, rx.from));
+            }
+        }
+    }
+
+    async fn send_reply(&mut self, to_subject: Subject, to: NodeId, payload: Payload) {
+        let bytes = self.sign(to, payload);
+        if let Err(e) = self.client.publish(to_subject, bytes.into()).await {
+            debug!("signal reply: {e}");
+        }
+    }
+
+    fn sign(&self, to: NodeId, payload: Payload) -> Vec<u8> {
+        let body = signal::encode(self.node.node_id(), to, now().unix_ms, payload);
+        let sig = self.node.sign_signal(&body);
+        signal::wrap(body, sig)
+    }
+
+    /// The reply (raw) to a signal request this node sent.
+    pub(super) fn signal_reply(&mut self, to: NodeId, request: u64, reply: Option<Vec<u8>>) {
+        let n = now();
+        let payload = reply.and_then(|bytes| {
+            let rx = signal::decode(&bytes, self.node.node_id(), n.unix_ms).ok()?;
+            if rx.from != to {
+                self.node.ignore(Ignored::Unexpected);
+                return None;
+            }
+            self.node
+                .verify_signal(rx.from, &rx.signal, &rx.signature)
+                .ok()?;
+            Some(rx.payload)
+        });
+        if let Some(o) = self.overlay.as_mut() {
+            o.ov.set_unix_time(n.unix_s());
+            o.ov.handle_reply(n.mono, request, payload, &self.node);
+        }
+    }
+
+    /// The overlay's state for `conflux-ctl routes|tethers`.
+    pub(super) fn overlay_reply(&self) -> crate::ctl::proto::OverlayReply {
+        use crate::ctl::proto::{OverlayReply, OverlayRoute, OverlayTether};
+        let Some(o) = &self.overlay else {
+            return OverlayReply::default();
+        };
+        let st = o.ov.status();
+        let counters = [
+            ("misses", st.misses),
+            ("misses_unknown", st.misses_unknown),
+            ("tethers_opened", st.tethers_opened),
+            ("tethers_failed", st.tethers_failed),
+            ("routes_direct", st.routes_direct),
+            ("routes_relayed", st.routes_relayed),
+            ("relays_installed", st.relays_installed),
+            ("setups_refused", st.setups_refused),
+            ("idle_dissolved", st.idle_dissolved),
+            ("rekeys", self.node.counters().rekeys),
+            ("signals_ignored", st.signals_ignored),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut dataplane_counters: std::collections::BTreeMap<String, u64> = Default::default();
+        for values in o.dp_counters.values() {
+            for (k, v) in values {
+                *dataplane_counters.entry((*k).to_owned()).or_default() += v;
+            }
+        }
+        OverlayReply {
+            dataplane: true,
+            routes: o
+                .ov
+                .routes()
+                .into_iter()
+                .map(|r| OverlayRoute {
+                    destination: r.destination,
+                    address: r.address,
+                    via: r.via.unwrap_or_default(),
+                    state: r.state,
+                    label: r.label,
+                })
+                .collect(),
+            tethers: o
+                .ov
+                .tethers()
+                .into_iter()
+                .map(|t| OverlayTether {
+                    peer: t.peer,
+                    id: t.id,
+                    state: t.state,
+                    controlling: t.controlling,
+                    users: t.users as u32,
+                    rtt_us: t.rtt_us,
+                    tx_bytes: t.tx_bytes,
+                })
+                .collect(),
+            relays: o.ov.relay_count() as u32,
+            counters,
+            dataplane_counters,
+        }
+    }
+
+    /// Runs the overlay's timers.
+    pub(super) fn overlay_timeout(&mut self) {
+        if let Some(o) = self.overlay.as_mut() {
+            let n = now();
+            o.ov.set_unix_time(n.unix_s());
+            o.ov.handle_timeout(n.mono, &self.node);
+        }
+    }
+
+    /// Carries out the overlay's actions; returns whether there were any.
+    pub(super) async fn flush_overlay(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            let Some(o) = self.overlay.as_mut() else {
+                return any;
+            };
+            let Some(a) = o.ov.poll_action() else {
+                return any;
+            };
+            any = true;
+            match a {
+                Action::Command(c) => o.link.send(c),
+                Action::Request {
+                    to,
+                    request,
+                    payload,
+                } => {
+                    let bytes = self.sign(to, payload);
+                    let subject = subjects::signal(self.node.realm(), to);
+                    let client = self.client.clone();
+                    let tx = self.internal.clone();
+                    tokio::spawn(async move {
+                        let r = tokio::time::timeout(
+                            SIGNAL_TIMEOUT,
+                            client.request(subject, bytes.into()),
+                        )
+                        .await;
+                        let reply = match r {
+                            Ok(Ok(m)) => Some(m.payload.to_vec()),
+                            _ => None,
+                        };
+                        let _ = tx.send(Internal::SignalReply { to, request, reply });
+                    });
+                }
+                Action::Reply { token, payload } => {
+                    if let Some((subject, to)) = o.replies.remove(&token) {
+                        self.send_reply(subject, to, payload).await;
+                    }
+                }
+                Action::Want(peer) => {
+                    self.node.want(peer, now());
+                }
+                Action::Unwant(peer) => {
+                    info!(%peer, "outbound stream idle; dissolving");
+                    self.node.unwant(peer);
+                }
+                Action::DropInbound(peer) => {
+                    info!(%peer, "inbound stream idle; dissolving");
+                    self.node.drop_inbound(peer);
+                }
+                Action::Rekey(peer) => self.node.rekey(peer, now()),
+            }
+        }
+    }
+}
