@@ -255,3 +255,35 @@ fn plain_tethers_ride_beside_webrtc_ones() {
     );
     assert_eq!((k, ranges[0].clone()), (1, 0..64));
 }
+
+#[test]
+fn random_datagrams_from_the_peer_address_are_dropped_and_the_tether_stays_up() {
+    let mut e = Ends::new(false);
+    e.connect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut ranges = vec![0..0; 16];
+    for i in 0..3000usize {
+        let len = 1 + i % 1400;
+        let mut d: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        // Cover STUN, DTLS (every content type) and foreign first bytes.
+        d[0] = [0, 1, 20, 21, 22, 23, 64, 200][i % 8];
+        let k = e.b.unframe(e.now, e.a_addr, None, &mut d, &mut ranges);
+        assert_eq!(k, 0, "random bytes delivered a message");
+    }
+    e.step(Duration::from_millis(1));
+    let payload = [9u8; 300];
+    let mut buf = framed_packet(&e.a, &payload);
+    let r =
+        e.a.frame(e.now, TETHER, 1, &mut buf, 300)
+            .expect("still up");
+    let k = e.b.unframe(e.now, e.a_addr, None, &mut buf[r], &mut ranges);
+    assert_eq!(k, 1);
+    assert_eq!(&buf[ranges[0].clone()], &payload[..]);
+}
