@@ -96,6 +96,59 @@ struct Taints {
     taints: Vec<String>,
 }
 
+/// One route in `conflux-ctl routes --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Route {
+    /// Destination node id.
+    pub destination: String,
+    /// Its overlay address.
+    pub address: String,
+    /// Relay node id, empty when direct.
+    pub via: String,
+    /// "up", "waiting", "setting-up" or "failed".
+    pub state: String,
+    /// First hop label.
+    pub label: u32,
+}
+
+/// One tether in `conflux-ctl tethers --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Tether {
+    /// Next hop node id.
+    pub peer: String,
+    /// State.
+    pub state: String,
+    /// Routes and relay entries using it.
+    pub users: u32,
+}
+
+/// `conflux-ctl routes|tethers --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Overlay {
+    /// Whether a data plane is attached.
+    pub dataplane: bool,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Tethers.
+    pub tethers: Vec<Tether>,
+    /// Relay entries for others.
+    pub relays: u32,
+    /// Overlay counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Data plane counters (sum over workers).
+    pub dataplane_counters: BTreeMap<String, u64>,
+}
+
+impl Overlay {
+    /// An overlay counter (0 when absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+}
+
 /// `conflux-ctl` bound to one node's socket.
 #[derive(Debug, Clone)]
 pub struct Ctl {
@@ -159,6 +212,11 @@ impl Ctl {
         self.run::<Streams>(&["streams"])
             .map(|s| s.streams)
             .unwrap_or_default()
+    }
+
+    /// `routes` (routes, tethers and counters), or `None` while the node does not answer.
+    pub fn overlay(&self) -> Option<Overlay> {
+        self.run(&["routes"]).ok()
     }
 
     /// `taint add|rm|ls [taint]`: the resulting set.

@@ -10,5 +10,6 @@ pub mod bins;
 pub mod cluster;
 pub mod ctl;
 pub mod nats_client;
+pub mod overlay_lab;
 pub mod proc;
 pub mod wait;

@@ -103,6 +103,8 @@ pub struct Peer {
     pub wanted: bool,
     /// A rekey of the outbound stream in flight.
     pub rekey: Option<Rekey>,
+    /// The peer says it relays for others.
+    pub relay: bool,
 }
 
 impl Peer {
@@ -121,6 +123,7 @@ impl Peer {
             directory_checked: None,
             wanted: false,
             rekey: None,
+            relay: false,
         }
     }
 

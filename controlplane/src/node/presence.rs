@@ -24,17 +24,29 @@ pub const MAX_PRESENCE_LEN: usize = 24 * 1024;
 /// How far a presence's timestamp may be from the receiver's clock, in milliseconds.
 pub const FRESHNESS_MS: u64 = 30_000;
 
-/// Builds and signs this node's presence.
+/// Builds and signs a presence of a node that does not relay.
 pub fn sign(
     identity: &NodeIdentity,
     node_id: NodeId,
     certificate: &SignedCertificate,
     timestamp_ms: u64,
 ) -> SignedPresence {
+    sign_with(identity, node_id, certificate, timestamp_ms, false)
+}
+
+/// Builds and signs this node's presence, saying whether it relays.
+pub fn sign_with(
+    identity: &NodeIdentity,
+    node_id: NodeId,
+    certificate: &SignedCertificate,
+    timestamp_ms: u64,
+    relay: bool,
+) -> SignedPresence {
     let presence = Presence {
         node_id: node_id.0.to_vec(),
         certificate: Some(certificate.clone()),
         timestamp_ms,
+        relay,
     }
     .encode_to_vec();
     let signature = identity

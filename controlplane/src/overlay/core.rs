@@ -24,6 +24,8 @@ pub trait Directory {
     fn allows(&self, peer: NodeId) -> bool;
     /// Whether two peers may talk to each other (relaying between them).
     fn pair_allowed(&self, a: NodeId, b: NodeId) -> bool;
+    /// Peers this node may talk to that offer to relay.
+    fn relays(&self) -> Vec<NodeId>;
 }
 
 impl Directory for crate::node::core::Node {
@@ -38,6 +40,9 @@ impl Directory for crate::node::core::Node {
     }
     fn pair_allowed(&self, a: NodeId, b: NodeId) -> bool {
         crate::node::core::Node::pair_allowed(self, a, b)
+    }
+    fn relays(&self) -> Vec<NodeId> {
+        crate::node::core::Node::relays(self)
     }
 }
 
@@ -359,9 +364,10 @@ impl Overlay {
             // A stream is up but its route is not (yet): make sure one is being built.
             self.route_to(now, peer, dir);
         } else {
+            // The handshake runs over NATS; the direct tether is tried meanwhile.
             self.actions.push_back(Action::Want(peer));
+            self.ensure_tether(now, peer);
         }
-        self.ensure_tether(now, peer);
     }
 
     /// The node core set up (or rekeyed) a stream.
@@ -442,10 +448,7 @@ impl Overlay {
             lifetime,
         });
         match direction {
-            Direction::Out if replaces.is_none() => {
-                self.ensure_tether(now, peer);
-                self.route_to(now, peer, dir);
-            }
+            Direction::Out if replaces.is_none() => self.route_to(now, peer, dir),
             Direction::In if replaces.is_none() && !self.out.contains_key(&peer) => {
                 // Replies are likely: set up the way back now rather than on their miss.
                 self.actions.push_back(Action::Want(peer));

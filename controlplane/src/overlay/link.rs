@@ -147,50 +147,59 @@ fn peer_pid(s: &UnixStream) -> Option<i32> {
 impl Link {
     /// Attaches to the data plane on `opts.socket`, starting it first if asked and needed.
     pub fn start(opts: &LinkOptions) -> Result<Self, LinkError> {
-        let mut child = None;
-        if UnixStream::connect(&opts.socket).is_err() && opts.spawn {
-            let _ = std::fs::remove_file(&opts.socket);
-            if let Some(dir) = opts.socket.parent() {
-                let _ = std::fs::create_dir_all(dir);
+        // A data plane that outlived a previous control process is adopted as it is.
+        let err = match attach(&opts.socket) {
+            Ok(attached) => {
+                let pid = peer_pid(&attached.socket);
+                tracing::info!(
+                    workers = attached.workers.len(),
+                    "attached to a running data plane"
+                );
+                return Ok(Self::pump(attached, None, pid));
             }
-            let mut cmd = Process::new(&opts.binary);
-            cmd.arg("run")
-                .args(["--tun", &opts.tun])
-                .args(["--address", &opts.address])
-                .args(["--listen", &opts.listen.to_string()])
-                .args(["--mark", &opts.mark.to_string()])
-                .arg("--socket")
-                .arg(&opts.socket);
-            if let Some(n) = opts.workers {
-                cmd.args(["--workers", &n.to_string()]);
-            }
-            let c = cmd
-                .spawn()
-                .map_err(|e| LinkError::Spawn(opts.binary.display().to_string(), e))?;
-            tracing::info!(pid = c.id(), tun = %opts.tun, "data plane started");
-            child = Some(c);
-            let deadline = Instant::now() + START_WAIT;
-            while UnixStream::connect(&opts.socket).is_err() {
-                let exited = child
-                    .as_mut()
-                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-                if exited || Instant::now() >= deadline {
-                    return Err(LinkError::NoSocket(
-                        opts.socket.display().to_string(),
-                        START_WAIT,
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            Err(e) => e,
+        };
+        if !opts.spawn {
+            return Err(err.into());
         }
-        let attached = attach(&opts.socket)?;
-        let pid = peer_pid(&attached.socket);
-        tracing::info!(
-            workers = attached.workers.len(),
-            adopted = child.is_none(),
-            "attached to the data plane"
-        );
-        Ok(Self::pump(attached, child, pid))
+        let _ = std::fs::remove_file(&opts.socket);
+        if let Some(dir) = opts.socket.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut cmd = Process::new(&opts.binary);
+        cmd.arg("run")
+            .args(["--tun", &opts.tun])
+            .args(["--address", &opts.address])
+            .args(["--listen", &opts.listen.to_string()])
+            .args(["--mark", &opts.mark.to_string()])
+            .arg("--socket")
+            .arg(&opts.socket);
+        if let Some(n) = opts.workers {
+            cmd.args(["--workers", &n.to_string()]);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| LinkError::Spawn(opts.binary.display().to_string(), e))?;
+        tracing::info!(pid = child.id(), tun = %opts.tun, "data plane started");
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            if opts.socket.exists()
+                && let Ok(attached) = attach(&opts.socket)
+            {
+                let pid = peer_pid(&attached.socket);
+                return Ok(Self::pump(attached, Some(child), pid));
+            }
+            let exited = child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LinkError::NoSocket(
+                    opts.socket.display().to_string(),
+                    START_WAIT,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn pump(attached: Attached, child: Option<Child>, peer_pid: Option<i32>) -> Self {

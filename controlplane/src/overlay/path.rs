@@ -65,7 +65,7 @@ impl OutRoute {
 
     pub(super) fn first_hop(&self) -> Option<NodeId> {
         match self.state {
-            RouteState::Waiting | RouteState::Failed => self.via,
+            RouteState::Failed => None,
             _ => Some(self.via.unwrap_or(self.destination)),
         }
     }
@@ -140,36 +140,58 @@ impl Overlay {
         {
             return;
         }
-        let direct = self.tethers.get(&dst).map(|t| t.phase);
-        let tried = self
+        let mut tried = self
             .routes
             .get(&dst)
             .map(|r| r.tried.clone())
             .unwrap_or_default();
-        let via = match direct {
-            Some(Phase::Up) => None,
-            Some(Phase::Offering | Phase::Opening) | None => {
-                self.ensure_tether(now, dst);
-                self.set_route(now, dst, None, RouteState::Waiting, tried);
-                return;
-            }
-            Some(Phase::Failed) => {
-                let mut relays: Vec<(u32, NodeId)> = self
-                    .tethers
-                    .iter()
-                    .filter(|(p, t)| {
-                        t.is_up() && **p != dst && !tried.contains(p) && dir.allows(**p)
-                    })
-                    .map(|(p, t)| (t.rtt_us, *p))
-                    .collect();
-                relays.sort();
-                match relays.first() {
-                    Some((_, r)) => Some(*r),
-                    None => {
-                        // Nothing to try now: start over after a pause.
-                        self.set_route(now, dst, None, RouteState::Failed, Vec::new());
-                        return;
+        let direct = self.tethers.get(&dst).map(|t| t.phase);
+        if direct == Some(Phase::Failed) && !tried.contains(&dst) {
+            tried.push(dst);
+        }
+        let via = if tried.contains(&dst) {
+            // No direct tether: the relay with the quickest tether up, else make a tether
+            // to the next relay and wait for it.
+            let mut relays: Vec<(bool, u32, NodeId)> = dir
+                .relays()
+                .into_iter()
+                .filter(|p| *p != dst && !tried.contains(p) && dir.allows(*p))
+                .map(|p| match self.tethers.get(&p) {
+                    Some(t) if t.is_up() => (false, t.rtt_us, p),
+                    _ => (true, u32::MAX, p),
+                })
+                .collect();
+            relays.sort();
+            match relays.first() {
+                Some((false, _, r)) => Some(*r),
+                Some((true, _, r)) => {
+                    let r = *r;
+                    self.ensure_tether(now, r);
+                    if self
+                        .tethers
+                        .get(&r)
+                        .is_some_and(|t| t.phase == Phase::Failed)
+                    {
+                        tried.push(r);
+                        self.set_route(now, dst, None, RouteState::Failed, tried);
+                    } else {
+                        self.set_route(now, dst, Some(r), RouteState::Waiting, tried);
                     }
+                    return;
+                }
+                None => {
+                    // Nothing left to try now: start over after a pause.
+                    self.set_route(now, dst, None, RouteState::Failed, Vec::new());
+                    return;
+                }
+            }
+        } else {
+            match direct {
+                Some(Phase::Up) => None,
+                _ => {
+                    self.ensure_tether(now, dst);
+                    self.set_route(now, dst, None, RouteState::Waiting, tried);
+                    return;
                 }
             }
         };
@@ -254,23 +276,18 @@ impl Overlay {
             .routes
             .iter()
             .filter(|(d, r)| {
-                if up {
-                    r.state == RouteState::Waiting
-                } else {
-                    r.via.unwrap_or(**d) == peer && r.state != RouteState::Failed
-                        || r.state == RouteState::Waiting
-                }
+                let _ = d;
+                r.state == RouteState::Waiting
+                    || (!up && r.first_hop() == Some(peer) && r.state != RouteState::Failed)
             })
             .map(|(d, _)| *d)
             .collect();
         for dst in affected {
             if !up
                 && let Some(r) = self.routes.get_mut(&dst)
-                && r.via.unwrap_or(dst) == peer
+                && r.first_hop() == Some(peer)
             {
-                if let Some(v) = r.via {
-                    r.tried.push(v);
-                }
+                r.tried.push(peer);
                 if let RouteState::Up(_) = r.state
                     && let Some(address) = self.out.get(&dst).map(|s| s.address)
                 {

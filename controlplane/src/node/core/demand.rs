@@ -23,6 +23,20 @@ impl Node {
         self.on_demand = on;
     }
 
+    /// Announces this node as a relay (or not) from the next presence on.
+    pub fn set_relay(&mut self, relay: bool) {
+        self.relay = relay;
+    }
+
+    /// Trusted peers this node may talk to that announce they relay.
+    pub fn relays(&self) -> Vec<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.relay && p.verdict.allows())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub(super) fn wants(&self, p: &Peer) -> bool {
         !self.on_demand || p.wanted
     }

@@ -216,6 +216,7 @@ pub struct Node {
     scratch: Box<[u8; SCRATCH_LEN]>,
     started: Instant,
     on_demand: bool,
+    relay: bool,
 }
 
 impl Node {
@@ -253,6 +254,7 @@ impl Node {
             scratch: Box::new([0; SCRATCH_LEN]),
             started: now.mono,
             on_demand: false,
+            relay: false,
         };
         node.schedule_renewal(now);
         Ok(node)
@@ -568,7 +570,8 @@ impl Node {
         // Strictly increasing, so receivers can tell a replay from a newer announcement.
         let ts = now.unix_ms.max(self.last_presence_ms + 1);
         self.last_presence_ms = ts;
-        self.presence = presence::sign(&self.identity, self.id, &self.cert.signed, ts);
+        self.presence =
+            presence::sign_with(&self.identity, self.id, &self.cert.signed, ts, self.relay);
         self.outputs.push_back(Output::Publish {
             subject: subjects::presence(self.trust.realm()),
             payload: self.presence.encode_to_vec(),
@@ -628,14 +631,16 @@ impl Node {
         self.counters.presence_accepted += 1;
         match self.peers.get_mut(&id) {
             None => {
-                self.peers
-                    .insert(id, Peer::new(v.cert, v.timestamp_ms, now.mono, now.unix_ms));
+                let mut peer = Peer::new(v.cert, v.timestamp_ms, now.mono, now.unix_ms);
+                peer.relay = p.relay;
+                self.peers.insert(id, peer);
                 self.lookup_directory(id, now);
                 // A newcomer learns of this node at once instead of at the next period.
                 self.announce_soon(now);
                 self.rejudge(id, now);
             }
             Some(peer) => {
+                peer.relay = p.relay;
                 peer.last_presence_ms = v.timestamp_ms;
                 peer.last_seen = now.mono;
                 peer.last_seen_unix_ms = now.unix_ms;

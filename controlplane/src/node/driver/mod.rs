@@ -243,6 +243,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     )
     .await?;
     node.set_on_demand(overlay.is_some());
+    node.set_relay(overlay.is_some() && cfg.dataplane.relay);
     let realm = node.realm().clone();
     let expected_prefix = format!("conflux.{realm}");
     if !reg.subject_prefix.is_empty() && reg.subject_prefix != expected_prefix {

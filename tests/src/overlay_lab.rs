@@ -1,0 +1,371 @@
+//! Whole nodes in network namespaces: nats-server and Guardian on a test bridge, and one
+//! namespace per node running `conflux` (which starts its own data plane and TUN device),
+//! with the underlay on the bridge. Everything the lab makes is removed when it drops,
+//! also when a test panics.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::bins;
+use crate::cluster::Cluster;
+use crate::ctl::{Ctl, Status};
+use crate::proc::Proc;
+use crate::wait;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The realm every lab node joins unless told otherwise.
+pub const REALM: &str = "lab";
+
+/// Runs a command; panics if it cannot start.
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Runs a command that must succeed.
+pub fn must(args: &[&str]) {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Fails the test with the reason when it cannot run here.
+pub fn preflight() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the overlay namespace tests must run as root (CI does)"
+    );
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "/dev/net/tun is missing"
+    );
+    for tool in ["ip", "ping", "iperf3", "nft"] {
+        let ok = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(ok, "{tool} is not installed (tests/setup.sh installs it)");
+    }
+}
+
+/// One node of the lab.
+pub struct LabNode {
+    /// Its namespace.
+    pub ns: String,
+    /// Its underlay address on the bridge.
+    pub underlay: String,
+    /// `conflux-ctl` on its socket.
+    pub ctl: Ctl,
+    config: PathBuf,
+    proc: Option<Proc>,
+    name: String,
+}
+
+/// The lab: a bridge, nats-server and Guardian on it, and node namespaces.
+pub struct Lab {
+    tag: String,
+    bridge: String,
+    net: u8,
+    nodes: BTreeMap<String, LabNode>,
+    logs: PathBuf,
+    /// nats-server and Guardian (dropped after the nodes).
+    pub cluster: Cluster,
+}
+
+impl Lab {
+    /// A bridge with nats-server and Guardian on it and realm [`REALM`].
+    pub fn new() -> Self {
+        preflight();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{n}", std::process::id() % 10_000);
+        // 10.201.0.0/16 .. 10.240: one /24 per lab, picked by pid so parallel runs differ.
+        let net = 201 + ((std::process::id() + n * 7) % 40) as u8;
+        let bridge = format!("cfxb{tag}");
+        must(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.{net}.0.1/24"),
+            "dev",
+            &bridge,
+        ]);
+        must(&["ip", "link", "set", &bridge, "up"]);
+        let cluster = Cluster::start_on(&format!("10.{net}.0.1"));
+        cluster.create_realm(REALM, "100.80.0.0/16");
+        let logs = cluster.logs();
+        Self {
+            tag,
+            bridge,
+            net,
+            nodes: BTreeMap::new(),
+            logs,
+            cluster,
+        }
+    }
+
+    /// Adds node `name` in its own namespace with `taints` and extra config lines, and
+    /// starts it; waits until its local API answers.
+    pub fn node(&mut self, name: &str, realm: &str, taints: &[&str], extra: &str) {
+        let idx = self.nodes.len() as u8 + 10;
+        let ns = format!("cfx{}{name}", self.tag);
+        must(&["ip", "netns", "add", &ns]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let (outside, inside) = (format!("cv{}{name}", self.tag), "eth0".to_owned());
+        must(&[
+            "ip", "link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns", &ns,
+        ]);
+        must(&["ip", "link", "set", &outside, "master", &self.bridge, "up"]);
+        let underlay = format!("10.{}.0.{idx}", self.net);
+        must(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{underlay}/24"),
+            "dev",
+            &inside,
+        ]);
+        must(&["ip", "-n", &ns, "link", "set", &inside, "up"]);
+        let home = self.cluster.dir.path().join("nodes").join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let socket = home.join("conflux.sock");
+        let taints = taints
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = format!(
+            "guardian_url = {:?}\nregistration_token = {:?}\nnats_urls = [{:?}]\n\
+             data_dir = {:?}\napi_socket = {:?}\ntaints = [{taints}]\n\
+             presence_interval_ms = 1000\npeer_timeout_ms = 4000\n\
+             dataplane = \"spawn\"\ndataplane_bin = {:?}\ndataplane_socket = {:?}\n\
+             workers = 1\n{extra}\n",
+            self.cluster.guardian_url(),
+            self.cluster.token(realm),
+            self.cluster.nats_url(),
+            home.join("data"),
+            socket,
+            bins::workspace_bin("conflux-dataplane"),
+            home.join("dataplane.sock"),
+        );
+        let config_path = home.join("conflux.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut node = LabNode {
+            ns,
+            underlay,
+            ctl: Ctl::new(socket),
+            config: config_path,
+            proc: None,
+            name: name.to_owned(),
+        };
+        node.start(&self.logs);
+        self.nodes.insert(name.to_owned(), node);
+    }
+
+    /// A node.
+    pub fn get(&self, name: &str) -> &LabNode {
+        &self.nodes[name]
+    }
+
+    /// A node, mutably.
+    pub fn get_mut(&mut self, name: &str) -> &mut LabNode {
+        self.nodes.get_mut(name).expect("no such lab node")
+    }
+
+    /// The logs directory.
+    pub fn logs(&self) -> &Path {
+        &self.logs
+    }
+
+    /// Cuts the underlay between two nodes (UDP dropped both ways in both namespaces), as
+    /// a firewall between two sites would.
+    pub fn block(&self, a: &str, b: &str) {
+        for (x, y) in [(a, b), (b, a)] {
+            let (nx, ny) = (&self.nodes[x], &self.nodes[y]);
+            let nft = |args: &[&str]| {
+                let mut full = vec!["ip", "netns", "exec", &nx.ns, "nft"];
+                full.extend_from_slice(args);
+                must(&full);
+            };
+            nft(&["add", "table", "inet", "cfxblock"]);
+            nft(&[
+                "add",
+                "chain",
+                "inet",
+                "cfxblock",
+                "out",
+                "{ type filter hook output priority 0; }",
+            ]);
+            nft(&[
+                "add",
+                "chain",
+                "inet",
+                "cfxblock",
+                "in",
+                "{ type filter hook input priority 0; }",
+            ]);
+            nft(&[
+                "add",
+                "rule",
+                "inet",
+                "cfxblock",
+                "out",
+                "ip",
+                "daddr",
+                &ny.underlay,
+                "meta",
+                "l4proto",
+                "udp",
+                "drop",
+            ]);
+            nft(&[
+                "add",
+                "rule",
+                "inet",
+                "cfxblock",
+                "in",
+                "ip",
+                "saddr",
+                &ny.underlay,
+                "meta",
+                "l4proto",
+                "udp",
+                "drop",
+            ]);
+        }
+    }
+
+    /// Runs a command in a node's namespace.
+    pub fn exec(&self, node: &str, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.nodes[node].ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// A node's overlay address.
+    pub fn address(&self, node: &str) -> String {
+        self.nodes[node]
+            .ctl
+            .status()
+            .map(|s| s.overlay_address)
+            .unwrap_or_default()
+    }
+
+    /// One ping from `from` to `to`'s overlay address, waiting at most `wait_s`.
+    pub fn ping_once(&self, from: &str, to: &str, wait_s: u32) -> bool {
+        let addr = self.address(to);
+        self.exec(from, &["ping", "-c", "1", "-W", &wait_s.to_string(), &addr])
+            .status
+            .success()
+    }
+
+    /// Pings until one reply comes (each ping waits 1 s); returns the time to the first
+    /// reply, or `None` after `limit`.
+    pub fn first_reply(&self, from: &str, to: &str, limit: Duration) -> Option<Duration> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if self.ping_once(from, to, 1) {
+                return Some(start.elapsed());
+            }
+        }
+        None
+    }
+
+    /// Prints the last lines of a node's log (for a failing test).
+    pub fn dump(&self, node: &str, lines: usize) {
+        let log = self.logs.join(format!("conflux-{node}.log"));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        eprintln!("---- last lines of conflux-{node} ----");
+        for l in &all[all.len().saturating_sub(lines)..] {
+            eprintln!("{l}");
+        }
+    }
+
+    /// Node ids by name.
+    pub fn id(&self, node: &str) -> String {
+        self.nodes[node]
+            .ctl
+            .status()
+            .map(|s| s.node_id)
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LabNode {
+    /// Starts `conflux` in the node's namespace; waits until its local API answers.
+    pub fn start(&mut self, logs: &Path) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns])
+            .arg(bins::workspace_bin("conflux"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info");
+        self.proc = Some(Proc::spawn(&format!("conflux-{}", self.name), cmd, logs));
+        let ctl = self.ctl.clone();
+        wait::until_true(
+            &format!("node {} to answer conflux-ctl", self.name),
+            crate::cluster::STARTUP,
+            || {
+                ctl.status()
+                    .is_some_and(|s: Status| !s.overlay_address.is_empty())
+            },
+        );
+    }
+
+    /// Stops `conflux` in order (it stops its data plane).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    /// Kills `conflux` at once (its data plane keeps running).
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            n.stop();
+        }
+        for n in self.nodes.values() {
+            // Whatever still runs in the namespace (a data plane left by a killed node).
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", &n.ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: kill only sends a signal.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            let _ = sh(&["ip", "netns", "del", &n.ns]);
+        }
+        let _ = sh(&["ip", "link", "del", &self.bridge]);
+    }
+}
