@@ -80,11 +80,18 @@ fn check_scale(s: &ScaleResult, log: &str) {
     }
     let m = s.mesh.as_ref().expect("mesh convergence measured");
     assert_eq!(m.nodes, s.params.nodes);
+    // Times the nodes recorded, in order, and no later than polling saw the mesh complete
+    // (one clock, millisecond timestamps).
     assert!(
-        0.0 < m.first_converged_secs
+        0.0 < m.registered_secs
+            && 0.0 < m.first_stream_secs
+            && m.first_stream_secs <= m.first_converged_secs
             && m.first_converged_secs <= m.converged_secs
-            && 0.0 < m.all_answering_secs
-            && m.all_answering_secs <= m.converged_secs,
+            && m.converged_secs <= m.detected_secs + 0.01,
+        "{m:?}"
+    );
+    assert!(
+        0.0 < m.handshake_p50_ms && m.handshake_p50_ms <= m.handshake_max_ms,
         "{m:?}"
     );
     // Every node set up a stream to every other and answered every other's.

@@ -1,10 +1,13 @@
 //! Control-plane mesh convergence on loopback: nats-server (configured by `guardian
-//! nats-config`), Guardian, and `nodes` `conflux` control processes with no data plane,
+//! nats-config`), Guardian, and `nodes` `conflux` control processes with no data plane
+//! (`dataplane = "none"`: every allowed pair sets up its streams at once),
 //! all in one realm with one shared taint, so every pair may talk and sets up both of its
-//! streams. The clock starts just before the first `conflux` is started and stops when
-//! every node's `conflux-ctl status` reports all other nodes as peers and two streams with
-//! each; every node registers with Guardian (fresh keys, a certificate, NATS credentials)
-//! inside that time, as at any start.
+//! streams. The clock starts just before the first `conflux` is started; the harness polls
+//! every node's `conflux-ctl status` until each reports all other nodes as peers and two
+//! streams with each, then takes the times from what the nodes recorded (each stream's
+//! set-up time, each node's registration time), so polling does not blur them. Every node
+//! registers with Guardian (fresh keys, a certificate, NATS credentials) inside that time,
+//! as at any start.
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
@@ -67,16 +70,18 @@ impl Admin {
     }
 }
 
-/// What the harness reads from one node.
+/// What the harness knows of one node.
 struct NodeState {
     socket: PathBuf,
-    answered: Option<Duration>,
+    /// When it was started, from the first start.
+    spawned: Duration,
+    /// When polling first saw it complete.
     converged: Option<Duration>,
     last: Value,
 }
 
-/// `conflux-ctl --json status` of a node, when it answers.
-fn status(ctl: &Path, socket: &Path) -> Option<Value> {
+/// `conflux-ctl --json <what>` of a node, when it answers.
+fn ctl_json(ctl: &Path, socket: &Path, what: &str) -> Option<Value> {
     if !socket.exists() {
         return None;
     }
@@ -84,7 +89,7 @@ fn status(ctl: &Path, socket: &Path) -> Option<Value> {
         Command::new(ctl)
             .arg("--socket")
             .arg(socket)
-            .args(["--json", "status"]),
+            .args(["--json", what]),
     )
     .ok()?;
     serde_json::from_str(&out).ok()
@@ -181,34 +186,38 @@ pub fn measure(
             .context("no token in Guardian's answer")?;
         let socket = home.join("conflux.sock");
         let config = home.join("conflux.toml");
-        // Default timings (presence every 5 s): what an operator gets.
+        // Default timings (presence every 5 s): what an operator gets. Control plane only:
+        // no data plane, streams to every allowed peer.
         std::fs::write(
             &config,
             format!(
                 "guardian_url = {guardian_url:?}\nregistration_token = {reg:?}\n\
                  nats_urls = [\"nats://127.0.0.1:{nats_port}\"]\ndata_dir = {:?}\n\
-                 api_socket = {socket:?}\ntaints = [\"mesh\"]\n",
+                 api_socket = {socket:?}\ntaints = [\"mesh\"]\ndataplane = \"none\"\n",
                 home.join("data"),
             ),
         )?;
         configs.push(config);
         states.push(NodeState {
             socket,
-            answered: None,
+            spawned: Duration::ZERO,
             converged: None,
             last: Value::Null,
         });
     }
     sh.note(format!(
         "write $WORK/mesh/n000..n{:03}/conflux.toml (guardian_url, registration_token, \
-         nats_urls, data_dir, api_socket, taints = [\"mesh\"]; default timings)",
+         nats_urls, data_dir, api_socket, taints = [\"mesh\"], dataplane = \"none\"; \
+         default timings)",
         nodes - 1
     ));
 
     let t0 = Instant::now();
+    let t0_unix_ms = unix_ms();
     for (i, config) in configs.iter().enumerate() {
         let mut cmd = Command::new(&conflux);
         cmd.arg("--config").arg(config).env("RUST_LOG", "warn");
+        states[i].spawned = t0.elapsed();
         daemons.push(Daemon::spawn(
             sh,
             &format!("conflux-{i:03}"),
@@ -238,23 +247,29 @@ pub fn measure(
             bail!("mesh not complete after {LIMIT:?}: {}", stuck.join("; "));
         }
         for s in states.iter_mut().filter(|s| s.converged.is_none()) {
-            let Some(v) = status(&ctl, &s.socket) else {
+            let Some(v) = ctl_json(&ctl, &s.socket, "status") else {
                 continue;
             };
-            let at = t0.elapsed();
-            s.answered.get_or_insert(at);
             if count(&v, "peers") == want_peers && count(&v, "streams") == 2 * want_peers {
-                s.converged = Some(at);
+                s.converged = Some(t0.elapsed());
             }
             s.last = v;
         }
         thread::sleep(POLL);
     }
-    // Once everyone is done, the counters are final: read them from every node.
+    let detected = t0.elapsed();
+    // Once every node is done, read what each recorded itself: its registration time, when
+    // each of its streams came up (unix ms, one clock for all), the handshakes' round trips
+    // and its counters. Polling only gates; these give the times.
     let mut ignored: BTreeMap<String, u64> = BTreeMap::new();
     let (mut initiated, mut answered) = (0, 0);
+    let mut registered = Vec::new();
+    let mut firsts = Vec::new();
+    let mut lasts = Vec::new();
+    let mut round_trips_us = Vec::new();
     for s in &states {
-        let v = status(&ctl, &s.socket).context("a converged node stopped answering")?;
+        let v =
+            ctl_json(&ctl, &s.socket, "status").context("a converged node stopped answering")?;
         initiated += count(&v, "handshakes_initiated");
         answered += count(&v, "handshakes_answered");
         if let Some(m) = v.get("ignored").and_then(Value::as_object) {
@@ -262,22 +277,59 @@ pub fn measure(
                 *ignored.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
             }
         }
+        registered.push(s.spawned.as_secs_f64() + count(&v, "registration_ms") as f64 / 1e3);
+        let streams = ctl_json(&ctl, &s.socket, "streams").context("a node's streams")?;
+        let streams = streams
+            .get("streams")
+            .and_then(Value::as_array)
+            .context("no streams in conflux-ctl's answer")?;
+        anyhow::ensure!(
+            streams.len() as u64 == 2 * want_peers,
+            "{} streams after convergence",
+            streams.len()
+        );
+        let at: Vec<f64> = streams
+            .iter()
+            .map(|x| count(x, "established_unix_ms").saturating_sub(t0_unix_ms) as f64 / 1e3)
+            .collect();
+        firsts.push(at.iter().copied().fold(f64::INFINITY, f64::min));
+        lasts.push(at.iter().copied().fold(0.0, f64::max));
+        round_trips_us.extend(
+            streams
+                .iter()
+                .filter(|x| x.get("direction").and_then(Value::as_str) == Some("out"))
+                .map(|x| count(x, "handshake_us")),
+        );
     }
     for d in &daemons {
         d.terminate();
     }
-    let secs = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64();
-    let mut converged: Vec<f64> = states.iter().map(|s| secs(s.converged)).collect();
-    converged.sort_by(f64::total_cmp);
+    round_trips_us.sort_unstable();
+    let pick = |q: f64| {
+        let i = ((round_trips_us.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        round_trips_us.get(i).copied().unwrap_or(0) as f64 / 1e3
+    };
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     Ok(MeshConvergence {
         nodes,
         spawn_secs: spawned.as_secs_f64(),
-        all_answering_secs: states.iter().map(|s| secs(s.answered)).fold(0.0, f64::max),
-        first_converged_secs: converged.first().copied().unwrap_or_default(),
-        converged_secs: converged.last().copied().unwrap_or_default(),
+        registered_secs: max(&registered),
+        first_stream_secs: min(&firsts),
+        first_converged_secs: min(&lasts),
+        converged_secs: max(&lasts),
+        detected_secs: detected.as_secs_f64(),
+        handshake_p50_ms: pick(0.5),
+        handshake_max_ms: pick(1.0),
         handshakes_initiated: initiated,
         handshakes_answered: answered,
         ignored,
         poll_ms: POLL.as_millis() as u64,
     })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -130,26 +130,36 @@ impl StreamMemory {
     }
 }
 
-/// How long a mesh of control processes took to form.
+/// How long a mesh of control processes took to form. Times are seconds from the moment
+/// the first `conflux` was started.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MeshConvergence {
     /// `conflux` processes.
     pub nodes: usize,
-    /// Starting them all, s.
+    /// Starting them all.
     pub spawn_secs: f64,
-    /// Until the last one answered `conflux-ctl status` (registered, API up), s.
-    pub all_answering_secs: f64,
-    /// Until the first one had all its peers and streams, s.
+    /// Until the last one had registered with Guardian (its start plus the registration
+    /// time it reports).
+    pub registered_secs: f64,
+    /// Until the first stream of the mesh came up.
+    pub first_stream_secs: f64,
+    /// Until the first node had all its streams.
     pub first_converged_secs: f64,
-    /// Until the last one had all its peers and streams, s.
+    /// Until the last stream of the mesh came up: the mesh converged.
     pub converged_secs: f64,
+    /// When polling saw every node complete (an upper bound of `converged_secs`).
+    pub detected_secs: f64,
+    /// Median handshake round trip over NATS (request to accepted reply), ms.
+    pub handshake_p50_ms: f64,
+    /// Slowest handshake round trip, ms.
+    pub handshake_max_ms: f64,
     /// Handshakes the nodes initiated successfully, summed.
     pub handshakes_initiated: u64,
     /// Handshakes the nodes answered, summed.
     pub handshakes_answered: u64,
     /// Messages the nodes dropped, by reason, summed.
     pub ignored: BTreeMap<String, u64>,
-    /// Interval between two rounds of polling, ms (the times' resolution).
+    /// Interval between two rounds of polling, ms.
     pub poll_ms: u64,
 }
 
@@ -162,6 +172,12 @@ impl MeshConvergence {
     /// Outbound streams per second of the whole convergence, registration included.
     pub fn handshakes_per_sec(&self) -> f64 {
         self.outbound_streams() as f64 / self.converged_secs.max(f64::MIN_POSITIVE)
+    }
+
+    /// Outbound streams per second from the first stream up to the last.
+    pub fn mesh_handshakes_per_sec(&self) -> f64 {
+        let d = self.converged_secs - self.first_stream_secs;
+        self.outbound_streams() as f64 / d.max(f64::MIN_POSITIVE)
     }
 }
 

@@ -116,25 +116,36 @@ pub fn block(run: &RunResult, scale: &ScaleResult) -> String {
         );
         let _ = writeln!(
             s,
-            "| all registered and answering | {:.2} s after the first start (starting all \
-             took {:.2} s) |",
-            me.all_answering_secs, me.spawn_secs
+            "| all registered with Guardian | {:.2} s after the first start (starting all took \
+             {:.2} s) |",
+            me.registered_secs, me.spawn_secs
         );
         let _ = writeln!(
             s,
-            "| **mesh converged** (every node: {} peers, {} streams) | **{:.2} s** (first node \
-             complete at {:.2} s) |",
+            "| **mesh converged** (every node: {} peers, {} streams) | **{:.2} s** (first stream \
+             up at {:.2} s, first node complete at {:.2} s; polling saw it at {:.2} s) |",
             me.nodes - 1,
             2 * (me.nodes - 1),
             me.converged_secs,
+            me.first_stream_secs,
             me.first_converged_secs,
+            me.detected_secs,
         );
         let _ = writeln!(
             s,
-            "| **handshakes/s through control processes** | **{:.0}** ({} outbound streams ÷ \
-             convergence time, registration included) |",
+            "| **handshakes/s through control processes** | **{:.0}** from the first start \
+             ({} outbound streams ÷ {:.2} s, registration included); **{:.0}** from the first \
+             stream to the last |",
             me.handshakes_per_sec(),
             me.outbound_streams(),
+            me.converged_secs,
+            me.mesh_handshakes_per_sec(),
+        );
+        let _ = writeln!(
+            s,
+            "| handshake round trip over NATS (request to accepted reply) | median {:.1} ms, \
+             slowest {:.1} ms |",
+            me.handshake_p50_ms, me.handshake_max_ms
         );
         let ignored = if me.ignored.is_empty() {
             "none".to_owned()
@@ -173,8 +184,9 @@ pub fn block(run: &RunResult, scale: &ScaleResult) -> String {
          - Mesh: `guardian nats-config`, `nats-server -c`, `guardian serve`, a realm and one \
          registration token per node through Guardian's admin API, then every `conflux \
          --config` started at once (default timings, one taint shared by all). The clock runs \
-         from the first start until every node's `conflux-ctl --json status` shows all peers \
-         and both streams with each (polled every {poll} ms), so registration (fresh ML-DSA \
+         from the first start until the last stream of the mesh came up, as the nodes recorded \
+         it (`conflux-ctl --json streams`, read once every node's `status` showed all peers \
+         and both streams with each; polled every {poll} ms), so registration (fresh ML-DSA \
          and ML-KEM keys, a certificate, NATS credentials) is inside it.\n\
          - The sans-io core alone (two `Node`s in memory; presence and certificate checks, \
          ML-KEM-768 and ML-DSA-65 both ways): `cargo bench -p conflux-benches --bench \
