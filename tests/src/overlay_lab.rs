@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::bins;
@@ -16,6 +17,8 @@ use crate::proc::Proc;
 use crate::wait;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+/// Labs share the machine's two cores and its TUN names: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The realm every lab node joins unless told otherwise.
 pub const REALM: &str = "lab";
@@ -83,11 +86,13 @@ pub struct Lab {
     logs: PathBuf,
     /// nats-server and Guardian (dropped after the nodes).
     pub cluster: Cluster,
+    _serial: MutexGuard<'static, ()>,
 }
 
 impl Lab {
     /// A bridge with nats-server and Guardian on it and realm [`REALM`].
     pub fn new() -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         preflight();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{n}", std::process::id() % 10_000);
@@ -114,6 +119,7 @@ impl Lab {
             nodes: BTreeMap::new(),
             logs,
             cluster,
+            _serial: serial,
         }
     }
 

@@ -121,3 +121,122 @@ fn overlay_direct_and_relayed_traffic() {
             .any(|s| s.key_fingerprint == a_to_c.key_fingerprint)
     });
 }
+
+fn has_stream(lab: &Lab, node: &str, peer: &str) -> bool {
+    let id = lab.id(peer);
+    lab.get(node).ctl.streams().iter().any(|s| s.peer_id == id)
+}
+
+#[test]
+fn overlay_policy_keeps_other_realms_and_taints_out_and_a_taint_change_cuts_a_flow() {
+    let mut lab = Lab::new();
+    lab.cluster.create_realm("other", "100.81.0.0/16");
+    lab.node("a", REALM, &["dev"], "");
+    lab.node("b", REALM, &["dev"], "");
+    lab.node("e", REALM, &["prod"], "");
+    lab.node("d", "other", &["dev"], "");
+    assert!(lab.first_reply("a", "b", LIMIT).is_some(), "a reaches b");
+
+    // Incompatible taints: nothing gets through, and no stream exists on either side.
+    assert!(!lab.ping_once("a", "e", 2), "a must not reach e");
+    assert!(!has_stream(&lab, "a", "e") && !has_stream(&lab, "e", "a"));
+    // Another realm: a does not even know d's address.
+    assert!(
+        !lab.ping_once("a", "d", 2),
+        "a must not reach d in another realm"
+    );
+    let ov = lab.get("a").ctl.overlay().unwrap();
+    assert!(ov.counter("misses_unknown") >= 1, "{:?}", ov.counters);
+    assert!(lab.get("d").ctl.streams().is_empty());
+
+    // A runtime taint change on b cuts the a ↔ b flow within 2 s, and restores it.
+    let b = &lab.get("b").ctl;
+    b.taint("add", Some("prod")).unwrap();
+    b.taint("rm", Some("dev")).unwrap();
+    let cut = wait::until_true(
+        "a to drop its streams with b",
+        Duration::from_secs(2),
+        || !has_stream(&lab, "a", "b"),
+    );
+    eprintln!("streams with b gone from a {cut:?} after the taint change");
+    assert!(!lab.ping_once("a", "b", 1), "no traffic after the cut");
+    b.taint("add", Some("dev")).unwrap();
+    b.taint("rm", Some("prod")).unwrap();
+    assert!(
+        lab.first_reply("a", "b", LIMIT).is_some(),
+        "traffic resumes when the taints allow it again"
+    );
+}
+
+#[test]
+fn overlay_idle_streams_dissolve_on_both_ends_and_new_traffic_rebuilds_them() {
+    let mut lab = Lab::new();
+    let idle = "idle_timeout_ms = 3000";
+    lab.node("a", REALM, &["dev"], idle);
+    lab.node("b", REALM, &["dev"], idle);
+    assert!(lab.first_reply("a", "b", LIMIT).is_some());
+    assert!(has_stream(&lab, "a", "b") && has_stream(&lab, "b", "a"));
+    let gone = wait::until_true("streams, routes and tethers to dissolve", LIMIT, || {
+        ["a", "b"].iter().all(|n| {
+            let ov = lab.get(n).ctl.overlay().unwrap_or_default();
+            lab.get(n).ctl.streams().is_empty() && ov.routes.is_empty() && ov.tethers.is_empty()
+        })
+    });
+    eprintln!("idle dissolve: everything gone {gone:?} after the last packet (timeout 3 s)");
+    let again = lab
+        .first_reply("a", "b", LIMIT)
+        .expect("new traffic rebuilds the stream");
+    eprintln!("rebuilt in {again:?}");
+    assert!(has_stream(&lab, "a", "b"));
+}
+
+#[test]
+fn overlay_rekeys_under_load_without_a_stall() {
+    let mut lab = Lab::new();
+    let rekey = "rekey_interval_ms = 2000";
+    lab.node("a", REALM, &["dev"], rekey);
+    lab.node("b", REALM, &["dev"], rekey);
+    assert!(lab.first_reply("a", "b", LIMIT).is_some());
+    let before = lab.get("a").ctl.overlay().unwrap().counter("rekeys");
+    let addr = lab.address("b");
+    let mut srv = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.get("b").ns,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &addr,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = lab.exec("a", &["iperf3", "-c", &addr, "-t", "12", "-i", "0.5", "-J"]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(out.status.success(), "iperf3 failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rates: Vec<f64> = v["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0))
+        .collect();
+    let rekeys = lab.get("a").ctl.overlay().unwrap().counter("rekeys") - before;
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let min = rates.iter().copied().fold(f64::MAX, f64::min);
+    eprintln!(
+        "12 s under load: {rekeys} rekeys, mean {:.2} Gbit/s, slowest half-second {:.2} Gbit/s",
+        mean / 1e9,
+        min / 1e9
+    );
+    assert!(rekeys >= 3, "several rekeys during the run ({rekeys})");
+    assert!(
+        rates.iter().all(|r| *r > 0.0),
+        "no half-second without traffic: {rates:?}"
+    );
+}
