@@ -277,8 +277,30 @@ impl Driver {
         for (i, w) in self.attached.workers.iter_mut().enumerate() {
             let _ = w.reports.consume(1024, |rec| {
                 n += 1;
-                if let Ok(RecordRef::Miss(m)) = rec.decode() {
-                    tracing::debug!(worker = i, destination = %m.destination.ip(), "miss");
+                match rec.decode() {
+                    Ok(RecordRef::Miss(m)) => {
+                        tracing::debug!(worker = i, destination = %m.destination.ip(), "miss");
+                    }
+                    Ok(RecordRef::TetherState(t)) => {
+                        tracing::info!(
+                            worker = i,
+                            tether = t.tether.get(),
+                            state = ?t.state,
+                            "tether state"
+                        );
+                    }
+                    Ok(RecordRef::Telemetry(t)) => {
+                        tracing::debug!(
+                            worker = i,
+                            tether = t.tether.get(),
+                            rtt_us = t.rtt_us.get(),
+                            loss_ppm = t.loss_ppm.get(),
+                            packets = t.packets.get(),
+                            queue = t.queue_depth.get(),
+                            "tether telemetry"
+                        );
+                    }
+                    _ => {}
                 }
             });
         }

@@ -58,8 +58,8 @@ pub enum OpenRefused {
     /// This transport carries only plain tethers.
     #[error("this transport has no WebRTC tethers")]
     Unsupported,
-    /// The tether id is already in use on this worker.
-    #[error("tether {0} is already open")]
+    /// The tether id is open on this worker with other parameters (remove it first).
+    #[error("tether {0} is already open with other parameters")]
     Exists(TetherId),
     /// The tether stack refused the configuration.
     #[error(transparent)]
@@ -80,13 +80,15 @@ pub trait HopTransport {
     /// A tether was removed (either kind).
     fn remove_tether(&mut self, now: Instant, tether: TetherId);
 
-    /// Opens a WebRTC tether (ICE, DTLS and SCTP follow as the peer answers).
+    /// Opens a WebRTC tether (ICE, DTLS and SCTP follow as the peer answers). Returns
+    /// `false` when the same tether is already open with the same parameters (a control
+    /// process that attached again repeats its opens), which changes nothing.
     fn open_tether(
         &mut self,
         _now: Instant,
         _tether: TetherId,
         _cfg: TetherConfig,
-    ) -> Result<(), OpenRefused> {
+    ) -> Result<bool, OpenRefused> {
         Err(OpenRefused::Unsupported)
     }
 

@@ -400,6 +400,13 @@ fn dataplane_a_b_ping_and_iperf3_both_directions() {
         lab.ping("b", "100.64.0.1", 5),
         "B cannot ping A over the overlay"
     );
+    // The tether's state changes reach the control side as records.
+    let log = lab.log("driver-a");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("tether state") && l.contains("Up")),
+        "driver A saw no tether come up:\n{log}"
+    );
     let (up, _) = lab.iperf("a", "b", "100.64.0.2", 10, false);
     let (down, _) = lab.iperf("a", "b", "100.64.0.2", 10, true);
     eprintln!("A→B {:.2} Gbit/s, B→A {:.2} Gbit/s", up / 1e9, down / 1e9);

@@ -65,7 +65,7 @@ impl HopTransport for Mixed {
         now: Instant,
         tether: TetherId,
         cfg: TetherConfig,
-    ) -> Result<(), OpenRefused> {
+    ) -> Result<bool, OpenRefused> {
         self.webrtc.open_tether(now, tether, cfg)
     }
 

@@ -21,6 +21,7 @@ struct Ends {
     b_addr: SocketAddr,
     changes_a: Vec<StateChange>,
     changes_b: Vec<StateChange>,
+    cfg_a: TetherConfig,
 }
 
 impl Ends {
@@ -50,7 +51,7 @@ impl Ends {
         let cfg_b = TetherConfig::new(b_addr, vec![a_addr], ib, ia, false, cb, ca_fp);
         let now = Instant::now();
         let (mut a, mut b) = (Mixed::new(), Mixed::new());
-        a.open_tether(now, TETHER, cfg_a).unwrap();
+        a.open_tether(now, TETHER, cfg_a.clone()).unwrap();
         b.open_tether(now, TETHER, cfg_b).unwrap();
         Self {
             now,
@@ -60,6 +61,7 @@ impl Ends {
             b_addr,
             changes_a: Vec::new(),
             changes_b: Vec::new(),
+            cfg_a,
         }
     }
 
@@ -192,6 +194,27 @@ fn webrtc_tethers_connect_and_carry_packets_both_ways() {
         again[0].packets.get(),
         0,
         "telemetry counts since the last report"
+    );
+}
+
+#[test]
+fn a_repeated_open_changes_nothing_and_a_different_one_is_refused() {
+    let mut e = Ends::new(false);
+    e.connect();
+    let before = e.changes_a.len();
+    assert_eq!(e.a.open_tether(e.now, TETHER, e.cfg_a.clone()), Ok(false));
+    let mut other = e.cfg_a.clone();
+    other.expected_fingerprint = LocalCertificate::generate().unwrap().fingerprint();
+    assert_eq!(
+        e.a.open_tether(e.now, TETHER, other),
+        Err(super::OpenRefused::Exists(TETHER))
+    );
+    e.step(Duration::from_millis(1));
+    assert_eq!(e.changes_a.len(), before, "{:?}", &e.changes_a[before..]);
+    let mut buf = framed_packet(&e.a, &[3; 64]);
+    assert!(
+        e.a.frame(e.now, TETHER, 0, &mut buf, 64).is_some(),
+        "still up"
     );
 }
 

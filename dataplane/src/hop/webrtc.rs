@@ -24,8 +24,8 @@ use super::{HopTransport, OpenRefused, StateChange};
 use crate::packet::FlowBuildHasher;
 use crate::tether::record::TAG_LEN;
 use crate::tether::{
-    CloseReason, HEADROOM, OutPacket, TAILROOM, Tether, TetherConfig, TetherEvent,
-    TetherState as Life,
+    CloseReason, Fingerprint, HEADROOM, IceCredentials, OutPacket, TAILROOM, Tether, TetherConfig,
+    TetherEvent, TetherState as Life,
 };
 
 /// What the WebRTC side counts (beside each tether's own telemetry).
@@ -65,6 +65,8 @@ impl WebRtcCounters {
 struct Slot {
     id: TetherId,
     tether: Tether,
+    /// What it was opened with, to recognise a repeated open.
+    opened_with: OpenedWith,
     /// Totals at the previous telemetry report.
     reported_bytes: u64,
     reported_packets: u64,
@@ -102,6 +104,30 @@ impl Default for WebRtc {
 /// headers, the message padded to 4 bytes, the tag.
 pub const fn datagram_len(len: usize) -> usize {
     HEADROOM + ((len + 3) & !3) + TAG_LEN
+}
+
+/// The parameters of an open that make it the same tether.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OpenedWith {
+    candidates: Vec<SocketAddr>,
+    local: IceCredentials,
+    remote: IceCredentials,
+    controlling: bool,
+    fingerprint: Fingerprint,
+    channels: u16,
+}
+
+impl OpenedWith {
+    fn of(cfg: &TetherConfig) -> Self {
+        Self {
+            candidates: cfg.remote_candidates.clone(),
+            local: cfg.local_ice.clone(),
+            remote: cfg.remote_ice.clone(),
+            controlling: cfg.ice_controlling,
+            fingerprint: cfg.expected_fingerprint,
+            channels: cfg.channels,
+        }
+    }
 }
 
 impl WebRtc {
@@ -277,14 +303,20 @@ impl HopTransport for WebRtc {
         now: Instant,
         tether: TetherId,
         cfg: TetherConfig,
-    ) -> Result<(), OpenRefused> {
-        if self.by_id.contains_key(&tether) {
-            return Err(OpenRefused::Exists(tether));
+    ) -> Result<bool, OpenRefused> {
+        let opened_with = OpenedWith::of(&cfg);
+        if let Some(i) = self.index(tether) {
+            return if self.slots[i].opened_with == opened_with {
+                Ok(false)
+            } else {
+                Err(OpenRefused::Exists(tether))
+            };
         }
         let t = Tether::new(cfg, now)?;
         self.slots.push(Slot {
             id: tether,
             tether: t,
+            opened_with,
             reported_bytes: 0,
             reported_packets: 0,
         });
@@ -295,7 +327,7 @@ impl HopTransport for WebRtc {
             state: TetherState::Connecting,
             peer: None,
         });
-        Ok(())
+        Ok(true)
     }
 
     fn framed_len(&self, len: usize) -> usize {

@@ -570,14 +570,26 @@ impl<T: HopTransport> Worker<T> {
                     req.fingerprint,
                 );
                 cfg.channels = req.channels;
-                self.transport
+                let new = self
+                    .transport
                     .open_tether(now, req.tether, cfg)
                     .map_err(|e| e.to_string())?;
-                self.tables.open_tether(req.tether, &req.candidates);
-                Ok(req.tether)
+                if new {
+                    self.tables.open_tether(req.tether, &req.candidates);
+                }
+                Ok((req.tether, new))
             });
         match res {
-            Ok(t) => tracing::info!(worker = self.index, tether = t, "opening WebRTC tether"),
+            Ok((t, true)) => {
+                tracing::info!(worker = self.index, tether = t, "opening WebRTC tether")
+            }
+            Ok((t, false)) => {
+                tracing::debug!(
+                    worker = self.index,
+                    tether = t,
+                    "WebRTC tether already open"
+                )
+            }
             Err(e) => {
                 self.opens.refused += 1;
                 tracing::warn!(worker = self.index, "tether open refused: {e}");
