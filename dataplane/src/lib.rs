@@ -7,6 +7,11 @@
 //! - [`packet`]: inner IP packet views and the flow hash.
 //! - [`vnet`]: the TUN queue's virtio-net header, GSO segmentation and coalescing.
 //! - [`counters`]: per-worker drop counters and traffic totals.
+//! - [`hop`]: how sealed packets become datagrams for a next hop: plain, or WebRTC tethers
+//!   ([`tether`], the sans-io ICE + DTLS + SCTP core) opened by the control process.
+//! - [`worker`]: the io_uring loop that drives all of the above; [`control`]: its rings
+//!   and the socket a control process attaches through; [`driver`] and [`static_config`]:
+//!   a static control process for tests and first deployments.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod buffer;
