@@ -102,9 +102,13 @@ impl<T: HopTransport> Worker<T> {
                     continue;
                 }
                 // Whether a relay may frame this packet in place for the usual tether kind
-                // without touching the next datagram of a GRO batch.
+                // without touching the next datagram of a GRO batch, or another message of
+                // the same datagram (peers that bundle chunks).
                 let framed = self.transport.framed_len(r.len());
-                let room = r.start >= th && framed >= th + r.len() && r.start - th + framed <= dlen;
+                let room = k == 1
+                    && r.start >= th
+                    && framed >= th + r.len()
+                    && r.start - th + framed <= dlen;
                 let owner = Owner::Udp(bid).pack() | if room { ROOM } else { 0 };
                 // SAFETY: `r` lies within this datagram, inside the buffer the worker holds;
                 // the transport returns disjoint ranges, so each byte has one view.
