@@ -442,7 +442,18 @@ fn dataplane_tether_with_a_wrong_fingerprint_never_carries_traffic() {
         "a tether to an unexpected certificate carried traffic"
     );
     lab.kill("driver-a");
+    // A malformed open on the ring is refused and counted, and changes nothing.
+    {
+        let mut control = attach(&lab.path("a.sock")).expect("attach");
+        let bad = conflux_shared::proto::TetherOpen {
+            tether: 0,
+            ..Default::default()
+        };
+        assert!(control.workers[0].open_tether(&bad).expect("ring"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let snap = lab.snapshot("a");
+    assert_eq!(snap.counter("tether_open_refused"), 1, "{snap:?}");
     assert_eq!(snap.counter("tether_fingerprint_mismatch"), 1, "{snap:?}");
     assert_eq!(snap.counter("tether_connected"), 0, "{snap:?}");
     let t = &snap.workers[0].tethers[0];
