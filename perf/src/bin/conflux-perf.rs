@@ -30,7 +30,8 @@ struct Args {
     /// `<out>/charts/*.png`.
     #[arg(long, default_value = "perf")]
     out: PathBuf,
-    /// Where to keep the raw figures (default `<out>/results.json`).
+    /// Where to keep the raw figures (default `<out>/results.json`; a run of the scale part
+    /// alone writes `<stem>-scale.json` beside it).
     #[arg(long)]
     json: Option<PathBuf>,
     /// Remake the report and charts from a saved results.json without measuring.
@@ -71,6 +72,14 @@ fn main() -> anyhow::Result<()> {
             netns::remove_stale(run::TAG_PREFIX);
             let Some(result) = measure(&args)? else {
                 return Ok(());
+            };
+            // A run of the scale part alone keeps its figures beside the full run's, which
+            // stay whole for `--from-json`.
+            let json = if result.systems.is_empty() {
+                let stem = json.file_stem().unwrap_or_default().to_string_lossy();
+                json.with_file_name(format!("{stem}-scale.json"))
+            } else {
+                json
             };
             if let Some(dir) = json.parent() {
                 std::fs::create_dir_all(dir)?;
