@@ -214,6 +214,9 @@ fn write_report(out: &Path, result: &RunResult) -> anyhow::Result<()> {
 }
 
 fn print_summary(r: &RunResult) {
+    if r.systems.iter().all(|s| s.samples.is_empty()) {
+        return;
+    }
     println!(
         "{:<30} {:>8} {:>8} {:>8} {:>15} {:>9}",
         "system (medians)", "TCP-P1", "TCP-P4", "UDP", "p50/p99 loaded", "CPU s/GB"

@@ -55,7 +55,9 @@ pub fn block(run: &RunResult, scale: &ScaleResult) -> String {
     let _ = writeln!(
         s,
         "{BEGIN}\n## Scale (Conflux)\n\nRun of {}{}: {}, {} logical CPUs, kernel {}. One run \
-         of each measurement; the machine is shared, so times are indicative.\n",
+         of each measurement; the machine is shared, so times are indicative. `perf/run \
+         --only scale` runs this part alone (every full `perf/run` runs it too; `--quick` \
+         runs it with 1,000 peers and 5 nodes).\n",
         run.date,
         if run.params.quick { " (`--quick`)" } else { "" },
         m.cpu,
