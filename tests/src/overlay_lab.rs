@@ -96,8 +96,14 @@ impl Lab {
         preflight();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{n}", std::process::id() % 10_000);
-        // 10.201.0.0/16 .. 10.240: one /24 per lab, picked by pid so parallel runs differ.
-        let net = 201 + ((std::process::id() + n * 7) % 40) as u8;
+        // One /24 in 10.201–250 per lab: the first no interface of this host uses.
+        let used =
+            String::from_utf8_lossy(&sh(&["ip", "-4", "-o", "addr", "show"]).stdout).into_owned();
+        let start = (std::process::id() + n * 7) % 50;
+        let net = (0..50)
+            .map(|i| 201 + ((start + i) % 50) as u8)
+            .find(|net| !used.contains(&format!(" 10.{net}.0.")))
+            .expect("a free 10.x.0.0/24 for the lab bridge");
         let bridge = format!("cfxb{tag}");
         must(&["ip", "link", "add", &bridge, "type", "bridge"]);
         must(&[

@@ -27,9 +27,10 @@ fn iperf3(lab: &Lab, client: &str, server: &str, secs: u32, reverse: bool) -> f6
         .spawn()
         .expect("iperf3 server");
     std::thread::sleep(Duration::from_millis(300));
-    let mut args = vec!["iperf3", "-c", &addr, "-t", "", "-J"];
+    // A stalled run must fail the test, not hang it.
     let t = secs.to_string();
-    args[4] = &t;
+    let limit = (secs + 20).to_string();
+    let mut args = vec!["timeout", &limit, "iperf3", "-c", &addr, "-t", &t, "-J"];
     if reverse {
         args.push("-R");
     }
@@ -122,6 +123,18 @@ fn overlay_direct_and_relayed_traffic() {
     });
 }
 
+/// Time to the first reply from `to`; dumps both nodes' logs and fails if none comes.
+fn reach(lab: &Lab, from: &str, to: &str) -> Duration {
+    match lab.first_reply(from, to, LIMIT) {
+        Some(t) => t,
+        None => {
+            lab.dump(from, 40);
+            lab.dump(to, 40);
+            panic!("{from} does not reach {to}");
+        }
+    }
+}
+
 fn has_stream(lab: &Lab, node: &str, peer: &str) -> bool {
     let id = lab.id(peer);
     lab.get(node).ctl.streams().iter().any(|s| s.peer_id == id)
@@ -174,7 +187,7 @@ fn overlay_idle_streams_dissolve_on_both_ends_and_new_traffic_rebuilds_them() {
     let idle = "idle_timeout_ms = 3000";
     lab.node("a", REALM, &["dev"], idle);
     lab.node("b", REALM, &["dev"], idle);
-    assert!(lab.first_reply("a", "b", LIMIT).is_some());
+    reach(&lab, "a", "b");
     assert!(has_stream(&lab, "a", "b") && has_stream(&lab, "b", "a"));
     let gone = wait::until_true("streams, routes and tethers to dissolve", LIMIT, || {
         ["a", "b"].iter().all(|n| {
@@ -196,7 +209,7 @@ fn overlay_rekeys_under_load_without_a_stall() {
     let rekey = "rekey_interval_ms = 2000";
     lab.node("a", REALM, &["dev"], rekey);
     lab.node("b", REALM, &["dev"], rekey);
-    assert!(lab.first_reply("a", "b", LIMIT).is_some());
+    reach(&lab, "a", "b");
     let before = lab.get("a").ctl.overlay().unwrap().counter("rekeys");
     let addr = lab.address("b");
     let mut srv = std::process::Command::new("ip")
@@ -215,7 +228,12 @@ fn overlay_rekeys_under_load_without_a_stall() {
         .spawn()
         .expect("iperf3 server");
     std::thread::sleep(Duration::from_millis(300));
-    let out = lab.exec("a", &["iperf3", "-c", &addr, "-t", "12", "-i", "0.5", "-J"]);
+    let out = lab.exec(
+        "a",
+        &[
+            "timeout", "40", "iperf3", "-c", &addr, "-t", "12", "-i", "0.5", "-J",
+        ],
+    );
     let _ = srv.kill();
     let _ = srv.wait();
     assert!(out.status.success(), "iperf3 failed");
@@ -238,5 +256,140 @@ fn overlay_rekeys_under_load_without_a_stall() {
     assert!(
         rates.iter().all(|r| *r > 0.0),
         "no half-second without traffic: {rates:?}"
+    );
+}
+
+/// Starts `iperf3 -c` from `client` to `server` for `secs` in the background.
+fn iperf3_background(lab: &Lab, client: &str, server: &str, secs: u32) -> [std::process::Child; 2] {
+    let addr = lab.address(server);
+    let srv = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.get(server).ns,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &addr,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let cli = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.get(client).ns,
+            "timeout",
+            &(secs + 20).to_string(),
+        ])
+        .args(["iperf3", "-c", &addr])
+        .args(["-t", &secs.to_string(), "-i", "0.5", "-J"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 client");
+    [srv, cli]
+}
+
+/// Waits for a background iperf3; returns the per-half-second rates.
+fn iperf3_rates(run: [std::process::Child; 2]) -> Vec<f64> {
+    let [mut srv, cli] = run;
+    let out = cli.wait_with_output().expect("iperf3 client");
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(
+        out.status.success(),
+        "iperf3 failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+    v["intervals"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn overlay_traffic_survives_a_killed_control_process_and_a_restart_resumes_it() {
+    let mut lab = Lab::new();
+    lab.node("a", REALM, &["dev"], "");
+    lab.node("b", REALM, &["dev"], "");
+    reach(&lab, "a", "b");
+    let before = lab.get("a").ctl.status().unwrap();
+    let run = iperf3_background(&lab, "a", "b", 14);
+    std::thread::sleep(Duration::from_secs(3));
+    lab.get_mut("a").kill();
+    // The data plane goes on alone for a while.
+    std::thread::sleep(Duration::from_secs(2));
+    let logs = lab.logs().to_owned();
+    lab.get_mut("a").start(&logs);
+    let rates = iperf3_rates(run);
+    let after = lab.get("a").ctl.status().unwrap();
+    assert_eq!(
+        after.node_id, before.node_id,
+        "same node id after the restart"
+    );
+    assert_ne!(
+        after.identity_fingerprint, before.identity_fingerprint,
+        "fresh keys after the restart"
+    );
+    // Half-seconds 7..10 are while the control process was dead (3 s in, 2 s long, after
+    // the 0.3 s server start).
+    let dead: f64 = rates.iter().skip(7).take(3).sum();
+    let zero = rates.iter().filter(|r| **r == 0.0).count();
+    eprintln!(
+        "restart: rates while dead {:?} Gbit/s; {zero} silent half-seconds in {}",
+        rates
+            .iter()
+            .skip(7)
+            .take(3)
+            .map(|r| (r / 1e8).round() / 10.0)
+            .collect::<Vec<_>>(),
+        rates.len()
+    );
+    assert!(
+        dead > 0.0,
+        "traffic flows while the control process is dead: {rates:?}"
+    );
+    assert!(
+        lab.first_reply("a", "b", LIMIT).is_some(),
+        "the restarted control process manages the overlay again"
+    );
+    wait::until_true("a's new streams with b", LIMIT, || {
+        has_stream(&lab, "a", "b") && has_stream(&lab, "b", "a")
+    });
+}
+
+#[test]
+fn overlay_traffic_survives_a_nats_restart_and_new_streams_follow() {
+    let mut lab = Lab::new();
+    lab.node("a", REALM, &["dev"], "");
+    lab.node("b", REALM, &["dev"], "");
+    lab.node("c", REALM, &["dev"], "");
+    reach(&lab, "a", "b");
+    let run = iperf3_background(&lab, "a", "b", 6);
+    std::thread::sleep(Duration::from_secs(1));
+    lab.cluster.kill_nats();
+    let rates = iperf3_rates(run);
+    assert!(
+        rates.iter().skip(3).all(|r| *r > 0.0),
+        "established traffic is unaffected while NATS is down: {rates:?}"
+    );
+    lab.cluster.restart_nats();
+    let t = lab
+        .first_reply("a", "c", Duration::from_secs(15))
+        .expect("a new stream after NATS is back");
+    eprintln!("new stream a → c {t:?} after nats-server restarted");
+    assert!(
+        t < Duration::from_secs(8),
+        "new streams work again within seconds ({t:?})"
     );
 }

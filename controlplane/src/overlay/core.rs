@@ -186,6 +186,24 @@ pub(super) struct DpStream {
     pub(super) bytes: u64,
     /// Keys installed.
     pub(super) generation: u64,
+    /// The node core replaced the stream (the peer restarted): kept until a new one is
+    /// up or a grace passes.
+    pub(super) superseded: Option<Instant>,
+}
+
+/// What a data plane held when this process attached (left by a previous control process).
+#[derive(Debug, Default, Clone)]
+pub struct Adopted {
+    /// Egress streams: data plane id and destination address.
+    pub egress: Vec<(StreamId, IpAddr)>,
+    /// Ingress streams and the labels they were installed under.
+    pub ingress: Vec<(StreamId, Label)>,
+    /// Host routes.
+    pub routes: Vec<IpAddr>,
+    /// Relay entries (inbound labels).
+    pub relays: Vec<Label>,
+    /// Tethers.
+    pub tethers: Vec<TetherId>,
 }
 
 /// A tether as status shows it.
@@ -272,10 +290,16 @@ pub struct Overlay {
     pub(super) held: Vec<super::path::Held>,
     /// Wall clock, unix seconds (set by the driver).
     pub(super) unix_s: u64,
+    /// State a previous control process left, until it is replaced or its grace ends.
+    pub(super) adopted: Option<(Adopted, Instant)>,
 }
 
 /// How often idle streams, rekeys and stuck set-ups are looked at.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How long a replaced stream keeps its key in the data plane while the new one is made.
+const REPLACE_GRACE: Duration = Duration::from_secs(10);
+/// How long state adopted from a previous control process is kept while it is rebuilt.
+const ADOPT_GRACE: Duration = Duration::from_secs(20);
 
 impl Overlay {
     /// An empty overlay for node `me`.
@@ -298,13 +322,80 @@ impl Overlay {
             next_sweep: now,
             held: Vec::new(),
             unix_s: 0,
+            adopted: None,
         }
     }
 
-    /// Ids below these are taken by a data plane state adopted at attach time.
-    pub fn reserve_ids(&mut self, max_tether: TetherId, max_label: Label) {
+    /// Takes over what a previous control process left in the data plane: its traffic
+    /// keeps flowing while new streams to the same peers are made, then it is removed.
+    pub fn adopt(&mut self, now: Instant, a: Adopted) {
+        let max_tether = a.tethers.iter().copied().max().unwrap_or(0);
+        let max_label = a
+            .relays
+            .iter()
+            .copied()
+            .chain(a.ingress.iter().map(|(_, l)| *l))
+            .max()
+            .unwrap_or(0);
         self.next_tether = self.next_tether.max(max_tether.saturating_add(1));
         self.next_label = self.next_label.max(max_label.saturating_add(1));
+        if !(a.egress.is_empty()
+            && a.ingress.is_empty()
+            && a.relays.is_empty()
+            && a.tethers.is_empty())
+        {
+            tracing::info!(
+                egress = a.egress.len(),
+                ingress = a.ingress.len(),
+                relays = a.relays.len(),
+                tethers = a.tethers.len(),
+                "adopting the data plane's state"
+            );
+            self.adopted = Some((a, now + ADOPT_GRACE));
+        }
+    }
+
+    /// Asks for new streams to the peers adopted streams lead to; removes what is left of
+    /// the adopted state after its grace.
+    fn sweep_adopted(&mut self, now: Instant, dir: &impl Directory) {
+        let Some((a, until)) = self.adopted.take() else {
+            return;
+        };
+        if now >= until {
+            for (stream_id, address) in a.egress {
+                self.command(Command::RemoveStream {
+                    stream_id,
+                    direction: DpDirection::Egress,
+                });
+                if !self.out.values().any(|s| s.address == address) {
+                    self.command(Command::RemoveRoute {
+                        destination: address,
+                    });
+                }
+            }
+            for (stream_id, _) in a.ingress {
+                self.command(Command::RemoveStream {
+                    stream_id,
+                    direction: DpDirection::Ingress,
+                });
+            }
+            for in_label in a.relays {
+                self.command(Command::RemoveRelay { in_label });
+            }
+            for tether in a.tethers {
+                self.command(Command::RemoveTether { tether });
+            }
+            return;
+        }
+        for (_, address) in &a.egress {
+            if let Some(peer) = dir.peer_for_address(*address)
+                && !self.out.contains_key(&peer)
+                && dir.allows(peer)
+            {
+                self.actions.push_back(Action::Want(peer));
+            }
+        }
+        self.adopted = Some((a, until));
     }
 
     /// The next thing to do.
@@ -429,6 +520,7 @@ impl Overlay {
                         packets: 0,
                         bytes: 0,
                         generation: 1,
+                        superseded: None,
                     },
                 );
                 (stream_id, label)
@@ -458,8 +550,28 @@ impl Overlay {
         }
     }
 
-    /// The node core dropped a stream.
-    pub fn stream_down(&mut self, now: Instant, peer: NodeId, direction: Direction) {
+    /// The node core dropped a stream. A `replaced` one keeps carrying traffic until the
+    /// new stream is up (or [`REPLACE_GRACE`] passes).
+    pub fn stream_down(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        direction: Direction,
+        replaced: bool,
+    ) {
+        if replaced {
+            let map = match direction {
+                Direction::Out => &mut self.out,
+                Direction::In => &mut self.inb,
+            };
+            if let Some(s) = map.get_mut(&peer) {
+                s.superseded.get_or_insert(now);
+                if direction == Direction::Out {
+                    self.actions.push_back(Action::Want(peer));
+                }
+                return;
+            }
+        }
         match direction {
             Direction::Out => {
                 // The route first: removing it needs the stream's address.
@@ -544,8 +656,23 @@ impl Overlay {
             return;
         }
         self.next_sweep = now + SWEEP_EVERY;
+        self.sweep_adopted(now, dir);
+        let expired: Vec<(NodeId, Direction)> = self
+            .out
+            .iter()
+            .map(|(p, s)| (p, s, Direction::Out))
+            .chain(self.inb.iter().map(|(p, s)| (p, s, Direction::In)))
+            .filter(|(_, s, _)| s.superseded.is_some_and(|t| now >= t + REPLACE_GRACE))
+            .map(|(p, _, d)| (*p, d))
+            .collect();
+        for (peer, d) in expired {
+            self.stream_down(now, peer, d, false);
+        }
         let idle = self.cfg.idle_timeout;
         for (peer, s) in &self.out {
+            if s.superseded.is_some() {
+                continue;
+            }
             if now.saturating_duration_since(s.active) >= idle {
                 self.status.idle_dissolved += 1;
                 self.actions.push_back(Action::Unwant(*peer));
@@ -555,6 +682,9 @@ impl Overlay {
             }
         }
         for (peer, s) in &self.inb {
+            if s.superseded.is_some() {
+                continue;
+            }
             if now.saturating_duration_since(s.active) >= idle {
                 self.status.idle_dissolved += 1;
                 self.actions.push_back(Action::DropInbound(*peer));

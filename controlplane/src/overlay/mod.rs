@@ -33,5 +33,6 @@ mod tether;
 mod tests;
 
 pub use self::core::{
-    Action, Command, Directory, Overlay, OverlayConfig, OverlayStatus, RouteView, TetherView,
+    Action, Adopted, Command, Directory, Overlay, OverlayConfig, OverlayStatus, RouteView,
+    TetherView,
 };

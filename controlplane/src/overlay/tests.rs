@@ -348,7 +348,7 @@ fn idle_streams_dissolve_and_busy_ones_rekey() {
             .any(|x| matches!(x, Action::Unwant(p) if *p == c)),
         "{acts:?}"
     );
-    ov.stream_down(t0 + Duration::from_secs(16), c, Direction::Out);
+    ov.stream_down(t0 + Duration::from_secs(16), c, Direction::Out, false);
     let mut removed_route = false;
     while let Some(x) = ov.poll_action() {
         removed_route |= matches!(x, Action::Command(Command::RemoveRoute { .. }));

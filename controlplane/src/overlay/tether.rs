@@ -128,11 +128,15 @@ impl Overlay {
             return Payload::Answer(decline);
         }
         if let Some(t) = self.tethers.get(&from) {
-            let ours_wins = t.phase == Phase::Offering && self.me < from;
+            // Offers cross when both ends want a tether at once: the smaller id's offer
+            // wins, whatever stage it reached. A peer with the larger id offers again only
+            // after losing its tether, and then this end's tether fails too and is offered
+            // again from here.
+            let ours_wins = t.phase != Phase::Failed && self.me < from;
             if ours_wins || (t.session == offer.session && !t.controlling) {
                 return Payload::Answer(decline);
             }
-            // The peer restarted or lost its tether: the new offer replaces ours.
+            // The peer restarted or lost its tether: the new offer replaces this one.
             self.close_tether_quietly(from);
         }
         let mut t = self.new_tether(now, false, offer.session);

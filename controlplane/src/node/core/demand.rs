@@ -69,6 +69,7 @@ impl Node {
                 peer,
                 direction: Direction::Out,
                 stream_id: s.stream_id,
+                replaced: false,
             });
         }
     }
@@ -81,6 +82,7 @@ impl Node {
                 peer,
                 direction: Direction::In,
                 stream_id: s.stream_id,
+                replaced: false,
             });
         }
     }

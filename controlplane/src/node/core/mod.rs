@@ -158,6 +158,10 @@ pub enum Output {
         direction: Direction,
         /// The stream.
         stream_id: StreamId,
+        /// The peer restarted or set the stream up again: a new stream follows, and the
+        /// data plane may keep the old key for a short grace; otherwise (policy, idle,
+        /// revocation, silence) the key goes at once.
+        replaced: bool,
     },
 }
 
@@ -217,6 +221,7 @@ pub struct Node {
     started: Instant,
     on_demand: bool,
     relay: bool,
+    nats_up: bool,
 }
 
 impl Node {
@@ -255,6 +260,7 @@ impl Node {
             started: now.mono,
             on_demand: false,
             relay: false,
+            nats_up: true,
         };
         node.schedule_renewal(now);
         Ok(node)
@@ -299,7 +305,9 @@ impl Node {
             t = t.min(self.renew_at);
         }
         for p in self.peers.values() {
-            t = t.min(p.last_seen + self.timing.peer_timeout);
+            if self.nats_up {
+                t = t.min(p.last_seen + self.timing.peer_timeout);
+            }
             match &p.outbound {
                 Outbound::Idle if p.verdict.allows() && self.wants(p) => t = t.min(p.retry_at),
                 Outbound::Pending { sent, .. } => t = t.min(*sent + self.pending_limit()),
@@ -317,10 +325,11 @@ impl Node {
 
     /// Runs whatever is due: announcements, peer expiry, handshake retries, renewal.
     pub fn handle_timeout(&mut self, now: Now) {
+        let nats_up = self.nats_up;
         let expired: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| now.mono >= p.last_seen + self.timing.peer_timeout)
+            .filter(|(_, p)| nats_up && now.mono >= p.last_seen + self.timing.peer_timeout)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
@@ -373,7 +382,21 @@ impl Node {
 
     /// The NATS connection is (again) up: announce at once, so the realm's view heals.
     pub fn handle_connected(&mut self, now: Now) {
+        // Peers were silent because this node could not hear them, not because they left:
+        // each gets a full timeout to be heard again before its streams go.
+        if !self.nats_up {
+            for p in self.peers.values_mut() {
+                p.last_seen = p.last_seen.max(now.mono);
+            }
+        }
+        self.nats_up = true;
         self.announce_soon(now);
+    }
+
+    /// The NATS connection is down: silence from peers no longer means they left, so none
+    /// is expired (and no established stream torn down) until it is back.
+    pub fn handle_disconnected(&mut self) {
+        self.nats_up = false;
     }
 
     /// A message from the realm's presence subject.
@@ -649,7 +672,7 @@ impl Node {
                     peer.cert = v.cert;
                     if new_keys {
                         // A restarted peer: streams made with its old keys are dead.
-                        self.drop_streams(id);
+                        self.drop_streams(id, true);
                     }
                     self.rejudge(id, now);
                 }
@@ -669,7 +692,7 @@ impl Node {
         let was = p.verdict;
         p.verdict = verdict;
         if !verdict.allows() {
-            self.drop_streams(id);
+            self.drop_streams(id, false);
         } else if !was.allows() || matches!(p.outbound, Outbound::Idle) {
             p.retry_now(now.mono);
             if matches!(p.outbound, Outbound::Idle) && (!self.on_demand || p.wanted) {
@@ -814,6 +837,7 @@ impl Node {
                 peer: id,
                 direction: Direction::In,
                 stream_id: old.stream_id,
+                replaced: true,
             });
         }
         self.outputs.push_back(Output::StreamUp {
@@ -841,6 +865,7 @@ impl Node {
                     peer: id,
                     direction: Direction::Out,
                     stream_id: s.stream_id,
+                    replaced: true,
                 });
             }
             peer.retry_now(now.mono);
@@ -852,15 +877,17 @@ impl Node {
     }
 
     /// Drops both streams with a peer (and any handshake in flight), keeping the peer.
-    fn drop_streams(&mut self, id: NodeId) {
+    fn drop_streams(&mut self, id: NodeId, replaced: bool) {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
+        p.rekey = None;
         if let Outbound::Up(s) = std::mem::take(&mut p.outbound) {
             self.outputs.push_back(Output::StreamDown {
                 peer: id,
                 direction: Direction::Out,
                 stream_id: s.stream_id,
+                replaced,
             });
         }
         if let Some(s) = p.inbound.take() {
@@ -868,12 +895,13 @@ impl Node {
                 peer: id,
                 direction: Direction::In,
                 stream_id: s.stream_id,
+                replaced,
             });
         }
     }
 
     fn remove_peer(&mut self, id: NodeId) {
-        self.drop_streams(id);
+        self.drop_streams(id, false);
         self.peers.remove(&id);
         self.presence_limit.forget(&id);
         self.handshake_limit.forget(&id);

@@ -432,11 +432,14 @@ impl Driver {
                     }
                 }
                 Output::StreamDown {
-                    peer, direction, ..
+                    peer,
+                    direction,
+                    replaced,
+                    ..
                 } => {
-                    info!(%peer, direction = direction.as_str(), "stream down");
+                    info!(%peer, direction = direction.as_str(), replaced, "stream down");
                     if let Some(o) = self.overlay.as_mut() {
-                        o.ov.stream_down(Instant::now(), peer, direction);
+                        o.ov.stream_down(Instant::now(), peer, direction, replaced);
                     }
                 }
             }
@@ -471,8 +474,9 @@ impl Driver {
                 self.node.handle_connected(now());
             }
             ConnEvent::Disconnected => {
-                warn!("NATS connection lost; reconnecting");
+                warn!("NATS connection lost; reconnecting (established streams stay up)");
                 self.nats_state = "disconnected";
+                self.node.handle_disconnected();
             }
             ConnEvent::AuthorizationViolation => {
                 // Every reconnection attempt is refused again: say it once.

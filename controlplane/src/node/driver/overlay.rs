@@ -71,6 +71,59 @@ fn tun_address(address: &str, subnet: &str) -> String {
     format!("{address}/{len}")
 }
 
+/// What a data plane left by a previous control process holds, from its snapshot.
+fn adopted(snap: &conflux_dataplane::control::snapshot::Snapshot) -> crate::overlay::Adopted {
+    use std::collections::BTreeSet;
+    let mut a = crate::overlay::Adopted::default();
+    let (mut eg, mut ing, mut rel, mut teth, mut routes) = (
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+        BTreeSet::new(),
+    );
+    for w in &snap.workers {
+        for s in &w.egress {
+            if let (Ok(id), Ok(peer)) = (
+                conflux_shared::id::StreamId::from_hex(&s.id),
+                s.peer.parse::<IpAddr>(),
+            ) && eg.insert(id)
+            {
+                a.egress.push((id, peer));
+            }
+        }
+        for s in &w.ingress {
+            if let Ok(id) = conflux_shared::id::StreamId::from_hex(&s.id)
+                && ing.insert(id)
+            {
+                a.ingress.push((id, s.label));
+            }
+        }
+        for r in &w.relays {
+            if rel.insert(r.0) {
+                a.relays.push(r.0);
+            }
+        }
+        for t in &w.tethers {
+            if teth.insert(t.id) {
+                a.tethers.push(t.id);
+            }
+        }
+        for r in &w.routes {
+            if let Some(ip) = r
+                .prefix
+                .split('/')
+                .next()
+                .and_then(|p| p.parse::<IpAddr>().ok())
+                && routes.insert(ip)
+            {
+                a.routes.push(ip);
+            }
+        }
+    }
+    a
+}
+
 /// Starts or attaches to the data plane and makes the overlay, unless the node runs
 /// without one.
 pub(super) async fn start(
@@ -130,27 +183,7 @@ pub(super) async fn start(
         me,
         Instant::now(),
     );
-    // A data plane that outlived a previous control process keeps its tethers and labels;
-    // new ones must not collide with them.
-    let snap = &link.snapshot;
-    let max_tether = snap
-        .workers
-        .iter()
-        .flat_map(|w| w.tethers.iter().map(|t| t.id))
-        .max()
-        .unwrap_or(0);
-    let max_label = snap
-        .workers
-        .iter()
-        .flat_map(|w| {
-            w.ingress
-                .iter()
-                .map(|s| s.label)
-                .chain(w.relays.iter().map(|r| r.0))
-        })
-        .max()
-        .unwrap_or(0);
-    ov.reserve_ids(max_tether, max_label);
+    ov.adopt(Instant::now(), adopted(&link.snapshot));
     Ok(Some(OverlayState {
         ov,
         link,
