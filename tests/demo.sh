@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# The Conflux demo. For now it runs the shared core's benchmarks in quick mode and prints a
-# summary: batched AES-256-GCM, rings across two processes, post-quantum handshakes.
+# The Conflux demo (run as root): installs what it needs, builds, starts nats-server and
+# Guardian, makes four nodes A, B, C and R in network namespaces (A and C have no direct
+# path; R relays), pings and runs iperf3 A → B (direct) and A → C (through R), prints a
+# summary, and removes everything it made: on success, on failure and on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [[ $(id -u) != 0 ]]; then
+    echo "demo: run as root (it creates network namespaces and TUN devices)" >&2
+    exit 1
+fi
+
 bash tests/setup.sh
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-echo "== building and running the shared-core benchmarks (quick mode)"
-cargo bench -p conflux-benches --bench aead --bench ring --bench handshake -- \
-    --quick --noplot --discard-baseline 2>&1 | tee "$log" | grep -vE '^(Benchmarking|Warning)' || true
+echo "== building (cargo build --workspace --bins)"
+cargo build --workspace --bins --quiet
 
-echo
-echo "== summary: throughput per benchmark (median)"
-awk '
-    /^[a-z]/ && !/^(Benchmarking|Warning|Found|Running|Gnuplot)/ { name = $1; for (i = 2; i <= NF && $i != "time:"; i++) name = name " " $i }
-    /thrpt:/ && name != "" { gsub(/[][]/, ""); printf "  %-58s %s %s\n", name, $4, $5; name = "" }
-' "$log"
+export CONFLUX_LAB_TAG=demo
+cleanup() {
+    # What the demo leaves only if it was interrupted: its namespaces, processes, bridge.
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cfxdemo' || true); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    ip link del cfxbdemo 2>/dev/null || true
+    pkill -f "conflux-e2e-.*/nats/nats-server.conf" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'echo; echo "demo: interrupted, cleaning up"; exit 130' INT TERM
+cleanup
+
+target/debug/conflux-demo

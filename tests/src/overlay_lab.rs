@@ -95,7 +95,9 @@ impl Lab {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         preflight();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{}{n}", std::process::id() % 10_000);
+        // The demo names its lab, so its wrapper can clean up after a Ctrl-C.
+        let tag = std::env::var("CONFLUX_LAB_TAG")
+            .unwrap_or_else(|_| format!("{}{n}", std::process::id() % 10_000));
         // One /24 in 10.201–250 per lab: the first no interface of this host uses.
         let used =
             String::from_utf8_lossy(&sh(&["ip", "-4", "-o", "addr", "show"]).stdout).into_owned();
@@ -129,8 +131,9 @@ impl Lab {
         }
     }
 
-    /// Adds node `name` in its own namespace with `taints` and extra config lines, and
-    /// starts it; waits until its local API answers.
+    /// Adds node `name` in its own namespace with `taints` and extra config lines (where
+    /// `{underlay}` stands for its underlay address), and starts it; waits until its local
+    /// API answers.
     pub fn node(&mut self, name: &str, realm: &str, taints: &[&str], extra: &str) {
         let idx = self.nodes.len() as u8 + 10;
         let ns = format!("cfx{}{name}", self.tag);
@@ -161,6 +164,7 @@ impl Lab {
             .map(|t| format!("{t:?}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let extra = extra.replace("{underlay}", &underlay);
         let config = format!(
             "guardian_url = {:?}\nregistration_token = {:?}\nnats_urls = [{:?}]\n\
              data_dir = {:?}\napi_socket = {:?}\ntaints = [{taints}]\n\

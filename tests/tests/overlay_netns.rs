@@ -51,7 +51,12 @@ fn iperf3(lab: &Lab, client: &str, server: &str, secs: u32, reverse: bool) -> f6
 #[test]
 fn overlay_direct_and_relayed_traffic() {
     let mut lab = Lab::new();
-    lab.node("a", REALM, &["dev"], "");
+    lab.node(
+        "a",
+        REALM,
+        &["dev"],
+        "metrics_address = \"{underlay}:9464\"",
+    );
     lab.node("b", REALM, &["dev"], "");
     lab.node("c", REALM, &["dev"], "");
     lab.node("r", REALM, &["dev"], "relay = true");

@@ -10,6 +10,17 @@
 //! data_dir = "/var/lib/conflux"                      # holds credentials.json (0600)
 //! api_socket = "/run/conflux/conflux.sock"
 //! region = "eu-west"
+//!
+//! dataplane = "spawn"                     # or "attach" (to a running one) or "none"
+//! dataplane_socket = "/run/conflux/dataplane.sock"
+//! tun = "cfx0"
+//! listen = "0.0.0.0:51820"                 # UDP for tethers
+//! advertise = ["203.0.113.7:51820"]        # default: every non-loopback IPv4 address
+//! workers = 2                              # default: one per core
+//! relay = false                            # relay other nodes' routes
+//! idle_timeout_ms = 300000
+//! rekey_interval_ms = 120000
+//! metrics_address = "127.0.0.1:9464"       # Prometheus /metrics, off unless set
 //! ```
 
 use std::net::{IpAddr, SocketAddr};

@@ -25,6 +25,7 @@ use super::nats::{self, ConnEvent, DIRECTORY_BUCKET, subjects};
 use super::register::{Credential, GuardianClient, GuardianError, RegisterOptions, Registration};
 use crate::ctl::proto;
 
+mod metrics;
 mod overlay;
 
 /// Longest wait between registration attempts while Guardian is unreachable.
@@ -68,6 +69,9 @@ pub enum RunError {
     /// The data plane could not be started or attached.
     #[error(transparent)]
     DataPlane(#[from] crate::overlay::link::LinkError),
+    /// The metrics endpoint could not listen.
+    #[error("metrics endpoint {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 /// The current time on both clocks.
@@ -285,6 +289,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         taint_busy: false,
         overlay,
     };
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<metrics::Scrape>(8);
+    let metrics_task = match cfg.dataplane.metrics_address {
+        Some(addr) => Some(
+            metrics::serve(addr, scrape_tx)
+                .await
+                .map_err(|e| RunError::Metrics(addr, e))?,
+        ),
+        None => None,
+    };
     let mut reports = d
         .overlay
         .as_mut()
@@ -314,6 +327,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             Some(ev) = conn_rx.recv() => d.connection_event(ev),
             Some(i) = internal_rx.recv() => d.internal(i),
             Some(r) = api_rx.recv() => d.api(r),
+            Some(s) = scrape_rx.recv() => drop(s.send(d.render_metrics())),
             m = signal_sub.next() => match m {
                 Some(m) => d.signal(m).await,
                 None => break Err(RunError::NatsClosed),
@@ -330,6 +344,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         // An orderly stop takes the data plane (and the TUN device) down with it.
         o.link.close(true);
         info!("data plane stopped");
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
     }
     let _ = api_stop_tx.send(());
     let _ = api_task.await;
