@@ -313,6 +313,48 @@ impl Lab {
         }
     }
 
+    /// Starts `iperf3` from `client` to `server`'s overlay address for `secs` seconds in
+    /// the background, reporting every half second (`reverse`: the server sends).
+    pub fn iperf3_start(&self, client: &str, server: &str, secs: u32, reverse: bool) -> Iperf3 {
+        let addr = self.address(server);
+        let server = Command::new("ip")
+            .args(["netns", "exec", &self.nodes[server].ns])
+            .args(["iperf3", "-s", "-1", "-B", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting iperf3 -s");
+        std::thread::sleep(Duration::from_millis(300));
+        // A stalled run must end (and fail) rather than hang.
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.nodes[client].ns])
+            .args(["timeout", &(secs + 20).to_string()])
+            .args([
+                "iperf3",
+                "-c",
+                &addr,
+                "-t",
+                &secs.to_string(),
+                "-i",
+                "0.5",
+                "-J",
+            ]);
+        if reverse {
+            cmd.arg("-R");
+        }
+        let client = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting iperf3 -c");
+        Iperf3 { server, client }
+    }
+
+    /// Runs `iperf3` to the end (see [`Lab::iperf3_start`]).
+    pub fn iperf3(&self, client: &str, server: &str, secs: u32, reverse: bool) -> Iperf3Result {
+        self.iperf3_start(client, server, secs, reverse).finish()
+    }
+
     /// Node ids by name.
     pub fn id(&self, node: &str) -> String {
         self.nodes[node]
@@ -320,6 +362,48 @@ impl Lab {
             .status()
             .map(|s| s.node_id)
             .unwrap_or_default()
+    }
+}
+
+/// A running `iperf3` pair.
+pub struct Iperf3 {
+    server: std::process::Child,
+    client: std::process::Child,
+}
+
+/// What an `iperf3` run measured.
+#[derive(Debug, Clone)]
+pub struct Iperf3Result {
+    /// Whether the client finished successfully.
+    pub ok: bool,
+    /// Bits per second received, over the whole run.
+    pub bits_per_second: f64,
+    /// Bits per second in each half-second interval.
+    pub intervals: Vec<f64>,
+}
+
+impl Iperf3 {
+    /// Waits for the client and stops the server.
+    pub fn finish(self) -> Iperf3Result {
+        let Iperf3 { mut server, client } = self;
+        let out = client.wait_with_output().expect("waiting for iperf3 -c");
+        let _ = server.kill();
+        let _ = server.wait();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        Iperf3Result {
+            ok: out.status.success(),
+            bits_per_second: v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0),
+            intervals: v["intervals"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 }
 

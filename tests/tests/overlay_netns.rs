@@ -10,42 +10,9 @@ use conflux_tests::wait;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn iperf3(lab: &Lab, client: &str, server: &str, secs: u32, reverse: bool) -> f64 {
-    let addr = lab.address(server);
-    let mut srv = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.get(server).ns,
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            &addr,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
-    // A stalled run must fail the test, not hang it.
-    let t = secs.to_string();
-    let limit = (secs + 20).to_string();
-    let mut args = vec!["timeout", &limit, "iperf3", "-c", &addr, "-t", &t, "-J"];
-    if reverse {
-        args.push("-R");
-    }
-    let out = lab.exec(client, &args);
-    let _ = srv.kill();
-    let _ = srv.wait();
-    assert!(
-        out.status.success(),
-        "iperf3 {client} → {server}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0)
+    let r = lab.iperf3(client, server, secs, reverse);
+    assert!(r.ok, "iperf3 {client} → {server} failed");
+    r.bits_per_second
 }
 
 #[test]
@@ -216,39 +183,9 @@ fn overlay_rekeys_under_load_without_a_stall() {
     lab.node("b", REALM, &["dev"], rekey);
     reach(&lab, "a", "b");
     let before = lab.get("a").ctl.overlay().unwrap().counter("rekeys");
-    let addr = lab.address("b");
-    let mut srv = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.get("b").ns,
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            &addr,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
-    let out = lab.exec(
-        "a",
-        &[
-            "timeout", "40", "iperf3", "-c", &addr, "-t", "12", "-i", "0.5", "-J",
-        ],
-    );
-    let _ = srv.kill();
-    let _ = srv.wait();
-    assert!(out.status.success(), "iperf3 failed");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rates: Vec<f64> = v["intervals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0))
-        .collect();
+    let r = lab.iperf3("a", "b", 12, false);
+    assert!(r.ok, "iperf3 failed");
+    let rates = r.intervals;
     let rekeys = lab.get("a").ctl.overlay().unwrap().counter("rekeys") - before;
     let mean = rates.iter().sum::<f64>() / rates.len() as f64;
     let min = rates.iter().copied().fold(f64::MAX, f64::min);
@@ -264,64 +201,6 @@ fn overlay_rekeys_under_load_without_a_stall() {
     );
 }
 
-/// Starts `iperf3 -c` from `client` to `server` for `secs` in the background.
-fn iperf3_background(lab: &Lab, client: &str, server: &str, secs: u32) -> [std::process::Child; 2] {
-    let addr = lab.address(server);
-    let srv = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.get(server).ns,
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            &addr,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
-    let cli = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.get(client).ns,
-            "timeout",
-            &(secs + 20).to_string(),
-        ])
-        .args(["iperf3", "-c", &addr])
-        .args(["-t", &secs.to_string(), "-i", "0.5", "-J"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 client");
-    [srv, cli]
-}
-
-/// Waits for a background iperf3; returns the per-half-second rates.
-fn iperf3_rates(run: [std::process::Child; 2]) -> Vec<f64> {
-    let [mut srv, cli] = run;
-    let out = cli.wait_with_output().expect("iperf3 client");
-    let _ = srv.kill();
-    let _ = srv.wait();
-    assert!(
-        out.status.success(),
-        "iperf3 failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
-    v["intervals"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap_or(0.0))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn overlay_traffic_survives_a_killed_control_process_and_a_restart_resumes_it() {
     let mut lab = Lab::new();
@@ -329,14 +208,20 @@ fn overlay_traffic_survives_a_killed_control_process_and_a_restart_resumes_it() 
     lab.node("b", REALM, &["dev"], "");
     reach(&lab, "a", "b");
     let before = lab.get("a").ctl.status().unwrap();
-    let run = iperf3_background(&lab, "a", "b", 14);
+    let run = lab.iperf3_start("a", "b", 14, false);
     std::thread::sleep(Duration::from_secs(3));
     lab.get_mut("a").kill();
     // The data plane goes on alone for a while.
     std::thread::sleep(Duration::from_secs(2));
     let logs = lab.logs().to_owned();
     lab.get_mut("a").start(&logs);
-    let rates = iperf3_rates(run);
+    let r = run.finish();
+    if !r.ok {
+        lab.dump("a", 60);
+        lab.dump("b", 40);
+        panic!("iperf3 across the restart failed: {:?}", r.intervals);
+    }
+    let rates = r.intervals;
     let after = lab.get("a").ctl.status().unwrap();
     assert_eq!(
         after.node_id, before.node_id,
@@ -380,10 +265,12 @@ fn overlay_traffic_survives_a_nats_restart_and_new_streams_follow() {
     lab.node("b", REALM, &["dev"], "");
     lab.node("c", REALM, &["dev"], "");
     reach(&lab, "a", "b");
-    let run = iperf3_background(&lab, "a", "b", 6);
+    let run = lab.iperf3_start("a", "b", 6, false);
     std::thread::sleep(Duration::from_secs(1));
     lab.cluster.kill_nats();
-    let rates = iperf3_rates(run);
+    let r = run.finish();
+    assert!(r.ok, "iperf3 while NATS is down failed");
+    let rates = r.intervals;
     assert!(
         rates.iter().skip(3).all(|r| *r > 0.0),
         "established traffic is unaffected while NATS is down: {rates:?}"

@@ -202,8 +202,8 @@ pub struct Adopted {
     pub routes: Vec<IpAddr>,
     /// Relay entries (inbound labels).
     pub relays: Vec<Label>,
-    /// Tethers.
-    pub tethers: Vec<TetherId>,
+    /// Tethers and the peer address each leads to.
+    pub tethers: Vec<(TetherId, String)>,
 }
 
 /// A tether as status shows it.
@@ -310,7 +310,12 @@ impl Overlay {
             next_tether: 1,
             next_label: 0x100 + (u32::from_le_bytes([me.0[0], me.0[1], 0, 0]) << 8),
             next_request: 1,
-            next_session: u64::from_le_bytes(me.0[..8].try_into().unwrap_or_default()),
+            // Random, so a restarted node's offers never repeat an old session number.
+            next_session: {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).unwrap_or_default();
+                u64::from_le_bytes(b)
+            },
             out: HashMap::new(),
             inb: HashMap::new(),
             tethers: BTreeMap::new(),
@@ -329,7 +334,7 @@ impl Overlay {
     /// Takes over what a previous control process left in the data plane: its traffic
     /// keeps flowing while new streams to the same peers are made, then it is removed.
     pub fn adopt(&mut self, now: Instant, a: Adopted) {
-        let max_tether = a.tethers.iter().copied().max().unwrap_or(0);
+        let max_tether = a.tethers.iter().map(|(t, _)| *t).max().unwrap_or(0);
         let max_label = a
             .relays
             .iter()
@@ -352,6 +357,31 @@ impl Overlay {
                 "adopting the data plane's state"
             );
             self.adopted = Some((a, now + ADOPT_GRACE));
+        }
+    }
+
+    /// A new outbound stream to `address` takes over from the adopted one: the adopted
+    /// route would otherwise carry the new stream's packets under the old label.
+    fn retire_adopted_egress(&mut self, address: IpAddr) {
+        let Some((a, _)) = &mut self.adopted else {
+            return;
+        };
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut a.egress)
+            .into_iter()
+            .partition(|(_, addr)| *addr == address);
+        a.egress = keep;
+        if old.is_empty() {
+            return;
+        }
+        a.routes.retain(|r| *r != address);
+        self.command(Command::RemoveRoute {
+            destination: address,
+        });
+        for (stream_id, _) in old {
+            self.command(Command::RemoveStream {
+                stream_id,
+                direction: DpDirection::Egress,
+            });
         }
     }
 
@@ -382,7 +412,7 @@ impl Overlay {
             for in_label in a.relays {
                 self.command(Command::RemoveRelay { in_label });
             }
-            for tether in a.tethers {
+            for (tether, _) in a.tethers {
                 self.command(Command::RemoveTether { tether });
             }
             return;
@@ -526,6 +556,9 @@ impl Overlay {
                 (stream_id, label)
             }
         };
+        if direction == Direction::Out && replaces.is_none() {
+            self.retire_adopted_egress(address);
+        }
         let first_hop_label = match direction {
             Direction::In => label,
             Direction::Out => self.routes.get(&peer).map_or(0, |r| r.label()),

@@ -14,6 +14,9 @@ use super::signal::Payload;
 
 /// A failed tether is not offered again before this.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// An offer crossing this node's own winning one arrives within this of it coming up; a
+/// later offer means the peer lost its tether (it restarted) and replaces this one.
+const CROSSING_GRACE: Duration = Duration::from_secs(5);
 
 /// Where a tether is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,14 +132,19 @@ impl Overlay {
         }
         if let Some(t) = self.tethers.get(&from) {
             // Offers cross when both ends want a tether at once: the smaller id's offer
-            // wins, whatever stage it reached. A peer with the larger id offers again only
-            // after losing its tether, and then this end's tether fails too and is offered
-            // again from here.
-            let ours_wins = t.phase != Phase::Failed && self.me < from;
+            // wins while its tether is being made or has just come up.
+            let settling = match t.phase {
+                Phase::Offering | Phase::Opening => true,
+                Phase::Up => now < t.since + CROSSING_GRACE,
+                Phase::Failed => false,
+            };
+            let ours_wins = settling && self.me < from;
             if ours_wins || (t.session == offer.session && !t.controlling) {
                 return Payload::Answer(decline);
             }
-            // The peer restarted or lost its tether: the new offer replaces this one.
+            // The peer restarted or lost its tether: the new offer replaces this one, and
+            // what used it waits for the new one.
+            self.detach_users(from);
             self.close_tether_quietly(from);
         }
         let mut t = self.new_tether(now, false, offer.session);
@@ -291,6 +299,39 @@ impl Overlay {
             && t.phase != Phase::Failed
         {
             self.command(Command::RemoveTether { tether: t.id });
+        }
+    }
+
+    /// Routes through the tether to `peer` wait for its replacement; relay entries through
+    /// it go (their sources set them up again).
+    fn detach_users(&mut self, peer: NodeId) {
+        let mut removed = Vec::new();
+        for (dst, r) in &mut self.routes {
+            if r.first_hop() == Some(peer) {
+                if let super::path::RouteState::Up(_) = r.state
+                    && let Some(s) = self.out.get(dst)
+                {
+                    removed.push(s.address);
+                }
+                r.state = super::path::RouteState::Waiting;
+                r.via = None;
+            }
+        }
+        for destination in removed {
+            self.command(Command::RemoveRoute { destination });
+        }
+        let dead: Vec<u64> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.next == peer || r.previous == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            if let Some(r) = self.relays.remove(&id) {
+                self.command(Command::RemoveRelay {
+                    in_label: r.in_label,
+                });
+            }
         }
     }
 

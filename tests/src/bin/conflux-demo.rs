@@ -3,7 +3,6 @@
 //! iperf3 A → B (direct) and A → C (through R), and a summary. Everything it made is
 //! removed when it ends, also on failure; `tests/demo.sh` also cleans up after Ctrl-C.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use conflux_tests::overlay_lab::{Lab, REALM};
@@ -39,39 +38,6 @@ fn rtt(lab: &Lab, from: &str, to: &str) -> (f64, f64, f64) {
         [min, avg, max, ..] => (*min, *avg, *max),
         _ => (f64::NAN, f64::NAN, f64::NAN),
     }
-}
-
-fn iperf3(lab: &Lab, client: &str, server: &str, secs: u32) -> f64 {
-    let addr = lab.address(server);
-    let mut srv = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.get(server).ns,
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            &addr,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting iperf3 -s");
-    std::thread::sleep(Duration::from_millis(300));
-    let limit = (secs + 20).to_string();
-    let t = secs.to_string();
-    let out = lab.exec(
-        client,
-        &["timeout", &limit, "iperf3", "-c", &addr, "-t", &t, "-J"],
-    );
-    let _ = srv.kill();
-    let _ = srv.wait();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0)
-        / 1e9
 }
 
 fn leg(lab: &Lab, name: &'static str, from: &str, to: &str, names: &[(&str, String)]) -> Leg {
@@ -112,7 +78,7 @@ fn leg(lab: &Lab, name: &'static str, from: &str, to: &str, names: &[(&str, Stri
     println!("   route {route}; first reply after {first:.1?}");
     println!("== {name}: ping (20) and iperf3 (5 s)");
     let rtt_ms = rtt(lab, from, to);
-    let gbps = iperf3(lab, from, to, 5);
+    let gbps = lab.iperf3(from, to, 5, false).bits_per_second / 1e9;
     Leg {
         name,
         route,

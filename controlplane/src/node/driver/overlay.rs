@@ -106,7 +106,7 @@ fn adopted(snap: &conflux_dataplane::control::snapshot::Snapshot) -> crate::over
         }
         for t in &w.tethers {
             if teth.insert(t.id) {
-                a.tethers.push(t.id);
+                a.tethers.push((t.id, t.peer.clone()));
             }
         }
         for r in &w.routes {
