@@ -16,7 +16,7 @@
 //! tun = "cfx0"
 //! listen = "0.0.0.0:51820"                 # UDP for tethers
 //! advertise = ["203.0.113.7:51820"]        # default: every non-loopback IPv4 address
-//! workers = 2                              # default: one per core
+//! workers = 1                              # one for now (WebRTC tethers)
 //! relay = false                            # relay other nodes' routes
 //! idle_timeout_ms = 300000
 //! rekey_interval_ms = 120000
@@ -141,7 +141,7 @@ pub struct Settings {
     /// non-loopback IPv4 address with the listen port).
     #[arg(long, value_delimiter = ',')]
     pub advertise: Option<Vec<SocketAddr>>,
-    /// Data plane workers (default: one per core).
+    /// Data plane workers (1: WebRTC tethers run on one worker for now).
     #[arg(long)]
     pub workers: Option<usize>,
     /// SO_MARK on the data plane's underlay sockets (0: none).
@@ -338,6 +338,20 @@ impl DataPlane {
                 "rekey_interval_ms must be at least 1000".into(),
             ));
         }
+        let plain_tethers = s.plain_tethers.unwrap_or(false);
+        // A WebRTC tether is one association on one worker; spreading a hop over several
+        // workers needs one association per worker, which the overlay does not make yet.
+        let workers = match s.workers {
+            None => Some(1),
+            Some(0) => return Err(ConfigError::Invalid("workers must be at least 1".into())),
+            Some(n) if n > 1 && !plain_tethers => {
+                return Err(ConfigError::Invalid(format!(
+                    "workers = {n}: WebRTC tethers run on one data plane worker for now; \
+                     use workers = 1 (or plain_tethers = true for benchmarks)"
+                )));
+            }
+            Some(n) => Some(n),
+        };
         let tun = s.tun.clone().unwrap_or_else(|| "cfx0".into());
         if tun.is_empty() || tun.len() > 15 {
             return Err(ConfigError::Invalid(format!(
@@ -356,13 +370,13 @@ impl DataPlane {
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 51820))),
             advertise: s.advertise.clone().unwrap_or_default(),
-            workers: s.workers,
+            workers,
             mark: s.mark.unwrap_or(0),
             relay: s.relay.unwrap_or(false),
             idle_timeout,
             rekey_interval,
             metrics_address: s.metrics_address,
-            plain_tethers: s.plain_tethers.unwrap_or(false),
+            plain_tethers,
         })
     }
 }
@@ -560,6 +574,20 @@ mod tests {
         };
         assert!(matches!(
             Config::from_settings(two_tokens),
+            Err(ConfigError::Invalid(_))
+        ));
+        let many_workers = Settings {
+            workers: Some(4),
+            ..base.clone()
+        };
+        let e = Config::from_settings(many_workers).unwrap_err().to_string();
+        assert!(e.contains("workers = 1"), "{e}");
+        let bad_mode = Settings {
+            dataplane: Some("on".into()),
+            ..base.clone()
+        };
+        assert!(matches!(
+            Config::from_settings(bad_mode),
             Err(ConfigError::Invalid(_))
         ));
         let tight = Settings {

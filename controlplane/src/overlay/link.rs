@@ -426,7 +426,9 @@ fn write_command(workers: &mut [ControlEnd], c: Command) {
 
 fn open_tether(workers: &mut [ControlEnd], open: &TetherOpen) {
     let bytes = open.encode_to_vec();
-    for w in workers.iter_mut() {
+    // One association, on the first worker (the configuration allows one worker with
+    // WebRTC tethers; see `node::config`).
+    for w in workers.iter_mut().take(1) {
         let mut sent = false;
         for _ in 0..200 {
             if w.signals_in
