@@ -25,6 +25,7 @@ cleanup() {
     done
     ip link del cfxbdemo 2>/dev/null || true
     pkill -f "conflux-e2e-.*/nats/nats-server.conf" 2>/dev/null || true
+    pkill -f "guardian serve .*conflux-e2e-" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'echo; echo "demo: interrupted, cleaning up"; exit 130' INT TERM
