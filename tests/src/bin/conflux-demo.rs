@@ -91,6 +91,10 @@ fn leg(lab: &Lab, name: &'static str, from: &str, to: &str, names: &[(&str, Stri
 fn main() {
     println!("== starting nats-server and Guardian on a test bridge");
     let mut lab = Lab::new();
+    // tests/demo.sh cleans up after a Ctrl-C with this: the processes' common directory.
+    if let Ok(f) = std::env::var("CONFLUX_DEMO_DIR_FILE") {
+        let _ = std::fs::write(f, lab.cluster.dir.path().display().to_string());
+    }
     for (n, extra) in [("a", ""), ("b", ""), ("c", ""), ("r", "relay = true")] {
         println!(
             "== starting node {} in its own network namespace",
