@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # First end-to-end figures of the data plane: iperf3 TCP over the overlay A→B and A→R→B,
 # beside the bare veth path in the same run (same namespaces, same moment), as ratios.
-# Run as root from the repository root:  bash perf/dataplane_netns.sh [seconds] [binary]
+# Run as root from the repository root:
+#   bash perf/dataplane_netns.sh [--webrtc] [seconds] [binary]
+# --webrtc: the hops are WebRTC tethers (ICE, DTLS with the peers' fingerprints, SCTP), as
+# `conflux` makes them; without it, framing-free UDP (`kind = "plain"`), for comparison.
 set -euo pipefail
+webrtc=0
+if [[ ${1:-} == --webrtc ]]; then webrtc=1; shift; fi
 secs=${1:-10}
 bin=${2:-target/release/conflux-dataplane}
 tag=cfxp$$
@@ -43,11 +48,20 @@ sleep 1
 ip -n ${tag}b addr add 100.64.1.2/32 dev cfx0
 ip -n ${tag}a route add 100.64.1.0/24 dev cfx0
 s="socket = \"$dir/%s.sock\"\n"
+fp() { "$bin" snapshot --socket "$dir/$1.sock" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dtls_fingerprint"])'; }
+tether() { # id peer-ip controlling peer-node
+    if ((webrtc)); then
+        printf '[[tether]]\nid = %s\npeer = "%s:51820"\nkind = "webrtc"\ncontrolling = %s\nfingerprint = "%s"\n' \
+            "$1" "$2" "$3" "$(fp "$4")"
+    else
+        printf '[[tether]]\nid = %s\npeer = "%s:51820"\n' "$1" "$2"
+    fi
+}
 st() { printf '[[stream]]\nid = "%s"\ndirection = "%s"\nlabel = %s\npeer = "%s"\nsecret = "%s"\n' "$@"; }
 K1=$(printf '1%.0s' {1..64}); K2=$(printf '2%.0s' {1..64}); K3=$(printf '3%.0s' {1..64})
 {
     printf "$s" a
-    printf '[[tether]]\nid = 1\npeer = "10.81.0.2:51820"\n[[tether]]\nid = 2\npeer = "10.82.0.2:51820"\n'
+    tether 1 10.81.0.2 true b; tether 2 10.82.0.2 true r
     st 000000000000000000000000000000a1 egress 7 100.64.0.2 $K1
     st 000000000000000000000000000000b1 ingress 8 100.64.0.2 $K2
     # B answers the relayed flow directly (its route to A is the direct one).
@@ -58,7 +72,7 @@ K1=$(printf '1%.0s' {1..64}); K2=$(printf '2%.0s' {1..64}); K3=$(printf '3%.0s' 
 } >"$dir/a.toml"
 {
     printf "$s" b
-    printf '[[tether]]\nid = 1\npeer = "10.81.0.1:51820"\n[[tether]]\nid = 2\npeer = "10.83.0.1:51820"\n'
+    tether 1 10.81.0.1 false a; tether 2 10.83.0.1 false r
     st 000000000000000000000000000000b1 egress 8 100.64.0.1 $K2
     st 000000000000000000000000000000a1 ingress 7 100.64.0.1 $K1
     st 000000000000000000000000000000a2 ingress 71 100.64.0.1 $K3
@@ -66,7 +80,7 @@ K1=$(printf '1%.0s' {1..64}); K2=$(printf '2%.0s' {1..64}); K3=$(printf '3%.0s' 
 } >"$dir/b.toml"
 {
     printf "$s" r
-    printf '[[tether]]\nid = 1\npeer = "10.82.0.1:51820"\n[[tether]]\nid = 2\npeer = "10.83.0.2:51820"\n'
+    tether 1 10.82.0.1 false a; tether 2 10.83.0.2 true b
     printf '[[relay]]\nin_label = 70\ntether = 2\nout_label = 71\n'
 } >"$dir/r.toml"
 for n in a b r; do "$bin" static --config "$dir/$n.toml" >"$dir/drv-$n.log" 2>&1 & pids+=($!); done

@@ -105,6 +105,9 @@ pub struct Peer {
     pub rekey: Option<Rekey>,
     /// The peer says it relays for others.
     pub relay: bool,
+    /// The newest presence was first seen inside a handshake request (its broadcast is
+    /// still to come).
+    pub presence_via_handshake: bool,
 }
 
 impl Peer {
@@ -124,6 +127,7 @@ impl Peer {
             wanted: false,
             rekey: None,
             relay: false,
+            presence_via_handshake: false,
         }
     }
 

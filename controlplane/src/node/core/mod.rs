@@ -632,18 +632,22 @@ impl Node {
         if self.revoked.contains_key(&id) {
             return Err(Ignored::Revoked);
         }
-        if let Some(known) = self.peers.get(&id)
+        if let Some(known) = self.peers.get_mut(&id)
             && p.timestamp_ms <= known.last_presence_ms
         {
             let same_cert = p
                 .certificate
                 .as_ref()
                 .is_some_and(|c| super::trust::digest(c) == known.cert.digest);
-            return if in_handshake && same_cert {
-                Ok(())
-            } else {
-                Err(Ignored::Stale)
-            };
+            if in_handshake && same_cert {
+                return Ok(());
+            }
+            // The broadcast of a presence first seen inside a handshake request (the two
+            // travel on different subjects, in either order) is expected once, not stale.
+            let echo = p.timestamp_ms == known.last_presence_ms
+                && same_cert
+                && std::mem::take(&mut known.presence_via_handshake);
+            return if echo { Ok(()) } else { Err(Ignored::Stale) };
         }
         let v = presence::verify(signed, p, id, &mut self.trust, now.unix_ms).inspect_err(|e| {
             if *e == Ignored::UnknownKey && now.mono >= self.keys_refresh_after {
@@ -656,6 +660,7 @@ impl Node {
             None => {
                 let mut peer = Peer::new(v.cert, v.timestamp_ms, now.mono, now.unix_ms);
                 peer.relay = p.relay;
+                peer.presence_via_handshake = in_handshake;
                 self.peers.insert(id, peer);
                 self.lookup_directory(id, now);
                 // A newcomer learns of this node at once instead of at the next period.
@@ -664,6 +669,7 @@ impl Node {
             }
             Some(peer) => {
                 peer.relay = p.relay;
+                peer.presence_via_handshake = in_handshake;
                 peer.last_presence_ms = v.timestamp_ms;
                 peer.last_seen = now.mono;
                 peer.last_seen_unix_ms = now.unix_ms;

@@ -675,3 +675,46 @@ fn on_demand_streams_wait_for_want_and_rekey_flips_the_epoch_on_both_ends() {
     m.run(Duration::from_secs(2));
     assert!(m.apart(a, b), "idle streams stay down until wanted again");
 }
+
+#[test]
+fn a_presence_seen_first_in_a_handshake_is_not_stale_when_its_broadcast_follows() {
+    let mut m = Mesh::new();
+    let a = m.add("lab", &["a"]);
+    let b = m.add("lab", &["a"]);
+    let now = m.now();
+    // B announces and asks A for a stream: A gets the request before the broadcast.
+    m.nodes[b].handle_timeout(now);
+    let (mut presence, mut request) = (None, None);
+    while let Some(o) = m.nodes[b].poll_output() {
+        match o {
+            Output::Publish { payload, .. } => presence = Some(payload),
+            Output::HandshakeRequest { payload, .. } => request = Some(payload),
+            _ => {}
+        }
+    }
+    // A learns of B from B's presence inside the request only if B knew A: make B know A.
+    let a_presence = {
+        m.nodes[a].handle_timeout(now);
+        let mut p = None;
+        while let Some(o) = m.nodes[a].poll_output() {
+            if let Output::Publish { payload, .. } = o {
+                p = Some(payload);
+            }
+        }
+        p.unwrap()
+    };
+    m.nodes[b].handle_presence(now, &a_presence);
+    while let Some(o) = m.nodes[b].poll_output() {
+        match o {
+            Output::Publish { payload, .. } => presence = Some(payload),
+            Output::HandshakeRequest { payload, .. } => request = Some(payload),
+            _ => {}
+        }
+    }
+    let (presence, request) = (presence.unwrap(), request.unwrap());
+    assert!(m.nodes[a].handle_handshake_request(now, &request).is_some());
+    m.nodes[a].handle_presence(now, &presence);
+    assert_eq!(m.ignored(a, Ignored::Stale), 0, "the echo is expected");
+    m.nodes[a].handle_presence(now, &presence);
+    assert_eq!(m.ignored(a, Ignored::Stale), 1, "a second copy is a replay");
+}
