@@ -355,3 +355,89 @@ fn idle_streams_dissolve_and_busy_ones_rekey() {
     }
     assert!(removed_route, "the route goes with its stream");
 }
+
+fn drain(ov: &mut Overlay) -> Vec<Action> {
+    std::iter::from_fn(|| ov.poll_action()).collect()
+}
+
+fn offer_of(actions: &[Action]) -> (u64, super::signal::Payload) {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Request {
+                request,
+                payload: p @ super::signal::Payload::Offer(_),
+                ..
+            } => Some((*request, p.clone())),
+            _ => None,
+        })
+        .expect("an offer")
+}
+
+fn opens(actions: &[Action]) -> Vec<conflux_shared::proto::TetherOpen> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Command(Command::OpenTether(o)) => Some(o.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn crossing_offers_make_one_tether_and_a_later_offer_replaces_it() {
+    let mut w = World::new();
+    let (a, c) = (id(1), id(3));
+    let t0 = w.now;
+    let (mut oa, da) = w.nodes.remove(&a).unwrap();
+    let (mut oc, dc) = w.nodes.remove(&c).unwrap();
+    // Both want a tether at once; the offers cross.
+    oa.handle_miss(t0, "100.64.0.3".parse().unwrap(), &da);
+    oc.handle_miss(t0, "100.64.0.1".parse().unwrap(), &dc);
+    let (req_a, offer_a) = offer_of(&drain(&mut oa));
+    let (req_c, offer_c) = offer_of(&drain(&mut oc));
+    // c answers a's offer first, so a's tether is already opening when c's offer lands.
+    let answer_by_c = oc.handle_signal(t0, a, offer_a, 1, &dc).unwrap();
+    let opened_c = opens(&drain(&mut oc));
+    oa.handle_reply(t0, req_a, Some(answer_by_c), &da);
+    let answer_by_a = oa.handle_signal(t0, c, offer_c, 1, &da).unwrap();
+    assert!(
+        matches!(&answer_by_a, super::signal::Payload::Answer(x) if !x.accepted),
+        "the smaller id keeps its own tether while it is being made"
+    );
+    let opened_a = opens(&drain(&mut oa));
+    oc.handle_reply(t0, req_c, Some(answer_by_a), &dc);
+    assert!(opens(&drain(&mut oc)).is_empty(), "c opens nothing more");
+    assert_eq!(
+        (opened_a.len(), opened_c.len()),
+        (1, 1),
+        "one tether each side"
+    );
+    let (ta, tc) = (&opened_a[0], &opened_c[0]);
+    assert!(ta.controlling && !tc.controlling);
+    assert_eq!(
+        (ta.remote_ufrag.as_str(), tc.remote_ufrag.as_str()),
+        (tc.local_ufrag.as_str(), ta.local_ufrag.as_str()),
+        "both ends hold each other's credentials"
+    );
+    assert_eq!(oa.tethers().len(), 1);
+    assert_eq!(oc.tethers().len(), 1);
+
+    // Much later c offers again (it restarted): a's up tether gives way to the new one.
+    oa.handle_tether_state(t0, ta.tether, TetherState::Up, &da);
+    drain(&mut oa);
+    let later = t0 + Duration::from_secs(30);
+    let mut fresh = Overlay::new(cfg(false), c, later);
+    fresh.set_unix_time(1_000_030);
+    fresh.handle_miss(later, "100.64.0.1".parse().unwrap(), &dc);
+    let (_, offer) = offer_of(&drain(&mut fresh));
+    let answer = oa.handle_signal(later, c, offer, 2, &da).unwrap();
+    assert!(matches!(answer, super::signal::Payload::Answer(x) if x.accepted));
+    let acts = drain(&mut oa);
+    assert!(
+        acts.iter()
+            .any(|x| matches!(x, Action::Command(Command::RemoveTether { tether }) if *tether == ta.tether)),
+        "the old tether goes"
+    );
+    assert_eq!(opens(&acts).len(), 1, "the new one opens");
+}
