@@ -190,6 +190,19 @@ impl Lab {
             name: name.to_owned(),
         };
         node.start(&self.logs);
+        let connected = |n: &LabNode| n.ctl.status().is_some_and(|s| s.nats_state == "connected");
+        let start = std::time::Instant::now();
+        while !connected(&node) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !connected(&node) {
+            // Seen now and then on a fresh bridge port: every NATS connection attempt of a
+            // new node times out while the other nodes connect. A restart clears it; the
+            // cause is not known yet, so it is said, not hidden.
+            eprintln!("lab: node {name} never connected to NATS in 10 s; restarting it once");
+            node.stop();
+            node.start(&self.logs);
+        }
         self.nodes.insert(name.to_owned(), node);
     }
 

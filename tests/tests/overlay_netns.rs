@@ -30,9 +30,7 @@ fn overlay_direct_and_relayed_traffic() {
     lab.block("a", "c");
 
     // Direct: the first packet sets up streams, tether and route.
-    let first = lab
-        .first_reply("a", "b", LIMIT)
-        .expect("a reaches b through the overlay");
+    let first = reach(&lab, "a", "b");
     eprintln!("time to first reply a → b: {first:?}");
     let routes = lab.get("a").ctl.overlay().unwrap();
     let b_id = lab.id("b");
@@ -120,7 +118,7 @@ fn overlay_policy_keeps_other_realms_and_taints_out_and_a_taint_change_cuts_a_fl
     lab.node("b", REALM, &["dev"], "");
     lab.node("e", REALM, &["prod"], "");
     lab.node("d", "other", &["dev"], "");
-    assert!(lab.first_reply("a", "b", LIMIT).is_some(), "a reaches b");
+    reach(&lab, "a", "b");
 
     // Incompatible taints: nothing gets through, and no stream exists on either side.
     assert!(!lab.ping_once("a", "e", 2), "a must not reach e");
