@@ -279,7 +279,7 @@ fn pump_loop(
             busy = true;
             write_command(workers, c);
         }
-        for (i, w) in workers.iter_mut().enumerate() {
+        for w in workers.iter_mut() {
             let r = w.reports.consume(1024, |rec| {
                 if let Some(rep) = decode(rec) {
                     let _ = reports.send(rep);
@@ -290,7 +290,6 @@ fn pump_loop(
             {
                 busy = true;
             }
-            let _ = i;
         }
         if !busy {
             std::thread::sleep(Duration::from_millis(10));

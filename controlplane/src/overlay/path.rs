@@ -269,52 +269,62 @@ impl Overlay {
         }
     }
 
+    /// Routes whose first hop is `peer` wait for a tether again (their data plane routes go);
+    /// with `failed`, `peer` is also marked as tried, so the next attempt looks elsewhere.
+    pub(super) fn park_routes_through(&mut self, peer: NodeId, failed: bool) {
+        let mut removed = Vec::new();
+        for (dst, r) in &mut self.routes {
+            if r.first_hop() != Some(peer) {
+                continue;
+            }
+            if failed {
+                r.tried.push(peer);
+            }
+            if let RouteState::Up(_) = r.state
+                && let Some(s) = self.out.get(dst)
+            {
+                removed.push(s.address);
+            }
+            r.state = RouteState::Waiting;
+            r.via = None;
+        }
+        for destination in removed {
+            self.command(Command::RemoveRoute { destination });
+        }
+    }
+
+    /// Removes the relay entries that receive from or send to `peer`.
+    pub(super) fn drop_relays_through(&mut self, peer: NodeId) {
+        let dead: Vec<u64> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.next == peer || r.previous == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            if let Some(r) = self.relays.remove(&id) {
+                self.command(Command::RemoveRelay {
+                    in_label: r.in_label,
+                });
+            }
+        }
+    }
+
     /// A tether to `peer` came up or failed: move the routes and relays that depend on it.
     pub(super) fn tether_changed(&mut self, now: Instant, peer: NodeId, dir: &impl Directory) {
         let up = self.tethers.get(&peer).is_some_and(|t| t.is_up());
-        let affected: Vec<NodeId> = self
+        if !up {
+            self.park_routes_through(peer, true);
+            self.drop_relays_through(peer);
+        }
+        let waiting: Vec<NodeId> = self
             .routes
             .iter()
-            .filter(|(d, r)| {
-                let _ = d;
-                r.state == RouteState::Waiting
-                    || (!up && r.first_hop() == Some(peer) && r.state != RouteState::Failed)
-            })
+            .filter(|(_, r)| r.state == RouteState::Waiting)
             .map(|(d, _)| *d)
             .collect();
-        for dst in affected {
-            if !up
-                && let Some(r) = self.routes.get_mut(&dst)
-                && r.first_hop() == Some(peer)
-            {
-                r.tried.push(peer);
-                if let RouteState::Up(_) = r.state
-                    && let Some(address) = self.out.get(&dst).map(|s| s.address)
-                {
-                    self.actions
-                        .push_back(Action::Command(Command::RemoveRoute {
-                            destination: address,
-                        }));
-                }
-                r.state = RouteState::Waiting;
-                r.via = None;
-            }
+        for dst in waiting {
             self.route_to(now, dst, dir);
-        }
-        if !up {
-            let dead: Vec<u64> = self
-                .relays
-                .iter()
-                .filter(|(_, r)| r.next == peer || r.previous == peer)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in dead {
-                if let Some(r) = self.relays.remove(&id) {
-                    self.command(Command::RemoveRelay {
-                        in_label: r.in_label,
-                    });
-                }
-            }
         }
         let held = std::mem::take(&mut self.held);
         for h in held {
@@ -490,7 +500,7 @@ impl Overlay {
             Pending::Setup {
                 destination,
                 route_id,
-            } => self.setup_answered(now, destination, route_id, parse_ack(reply), dir),
+            } => self.setup_answered(now, destination, route_id, parse_ack(reply)),
             Pending::Forward { token, setup } => {
                 let a = parse_ack(reply).filter(|a| a.route_id == setup.route_id);
                 let payload = match (a, setup.next_hop()) {
@@ -537,14 +547,7 @@ impl Overlay {
         }
     }
 
-    fn setup_answered(
-        &mut self,
-        now: Instant,
-        dst: NodeId,
-        route_id: u64,
-        a: Option<RouteAck>,
-        dir: &impl Directory,
-    ) {
+    fn setup_answered(&mut self, now: Instant, dst: NodeId, route_id: u64, a: Option<RouteAck>) {
         let Some(r) = self.routes.get_mut(&dst) else {
             return;
         };
@@ -585,7 +588,6 @@ impl Overlay {
                 r.state = RouteState::Failed;
                 r.since = now;
                 tracing::debug!(destination = %dst, status = ?a.map(|a| a.status), "route set-up failed");
-                let _ = dir;
             }
         }
     }

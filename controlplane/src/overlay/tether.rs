@@ -144,7 +144,8 @@ impl Overlay {
             }
             // The peer restarted or lost its tether: the new offer replaces this one, and
             // what used it waits for the new one.
-            self.detach_users(from);
+            self.park_routes_through(from, false);
+            self.drop_relays_through(from);
             self.close_tether_quietly(from);
         }
         let mut t = self.new_tether(now, false, offer.session);
@@ -299,39 +300,6 @@ impl Overlay {
             && t.phase != Phase::Failed
         {
             self.command(Command::RemoveTether { tether: t.id });
-        }
-    }
-
-    /// Routes through the tether to `peer` wait for its replacement; relay entries through
-    /// it go (their sources set them up again).
-    fn detach_users(&mut self, peer: NodeId) {
-        let mut removed = Vec::new();
-        for (dst, r) in &mut self.routes {
-            if r.first_hop() == Some(peer) {
-                if let super::path::RouteState::Up(_) = r.state
-                    && let Some(s) = self.out.get(dst)
-                {
-                    removed.push(s.address);
-                }
-                r.state = super::path::RouteState::Waiting;
-                r.via = None;
-            }
-        }
-        for destination in removed {
-            self.command(Command::RemoveRoute { destination });
-        }
-        let dead: Vec<u64> = self
-            .relays
-            .iter()
-            .filter(|(_, r)| r.next == peer || r.previous == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in dead {
-            if let Some(r) = self.relays.remove(&id) {
-                self.command(Command::RemoveRelay {
-                    in_label: r.in_label,
-                });
-            }
         }
     }
 
