@@ -50,7 +50,12 @@ impl Counters {
 
     /// A named counter's total.
     pub fn get(&self, id: CounterId) -> u64 {
-        self.drops[id as usize]
+        match id {
+            CounterId::EgressPackets => self.egress_packets,
+            CounterId::IngressPackets => self.ingress_packets,
+            CounterId::RelayedPackets => self.relayed_packets,
+            _ => self.drops[id as usize],
+        }
     }
 
     /// Every named counter with its total, in id order.

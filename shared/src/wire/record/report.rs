@@ -139,11 +139,17 @@ pub enum CounterId {
     UdpSendFailed = 11,
     /// Reports dropped because the ring to the control process was full.
     RingFull = 12,
+    /// Inner packets read from TUN and sent (traffic, not a drop).
+    EgressPackets = 13,
+    /// Inner packets delivered to TUN (traffic, not a drop).
+    IngressPackets = 14,
+    /// Packets forwarded for other nodes (traffic, not a drop).
+    RelayedPackets = 15,
 }
 
 impl CounterId {
     /// Every counter, in id order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 15] = [
         Self::MalformedPacket,
         Self::UnknownLabel,
         Self::BadTag,
@@ -156,6 +162,9 @@ impl CounterId {
         Self::TunWriteFailed,
         Self::UdpSendFailed,
         Self::RingFull,
+        Self::EgressPackets,
+        Self::IngressPackets,
+        Self::RelayedPackets,
     ];
 
     /// The counter for an id byte.
@@ -181,6 +190,9 @@ impl CounterId {
             Self::TunWriteFailed => "tun_write_failed",
             Self::UdpSendFailed => "udp_send_failed",
             Self::RingFull => "ring_full",
+            Self::EgressPackets => "egress_packets",
+            Self::IngressPackets => "ingress_packets",
+            Self::RelayedPackets => "relayed_packets",
         }
     }
 }

@@ -241,7 +241,7 @@ fn counters_batch() {
     let dup = CountersBody::new(3, &[(CounterId::BadTag, 1), (CounterId::BadTag, 2)]);
     assert!(matches!(dup, Err(WireError::Field(_))));
     let mut unknown = RingRecord::encode(&body).unwrap();
-    unknown.body[4] = 13;
+    unknown.body[4] = CounterId::ALL.len() as u8 + 1;
     assert!(matches!(unknown.decode(), Err(WireError::Field(_))));
     for (i, id) in CounterId::ALL.iter().enumerate() {
         assert_eq!(CounterId::from_u8(i as u8 + 1), Ok(*id));
