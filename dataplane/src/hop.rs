@@ -14,17 +14,18 @@
 //! # Several workers
 //!
 //! A WebRTC tether is one ICE + DTLS + SCTP association, and it lives on the worker whose
-//! signals ring carried its `TetherOpen`; nothing of it is shared between workers. To spread
-//! a hop over N workers, the control process opens association k of the tether on worker
-//! k, with the peer's worker k as the candidate (its `listen` in the peer's snapshot) and
-//! fresh ICE credentials per association, and runs the data planes with
-//! `--port-per-worker`, so each association has its own address pair (with one shared
-//! `SO_REUSEPORT` port the kernel, not the tether, would pick the worker a datagram reaches).
+//! signals ring carried its `TetherOpen`; nothing of it is shared between workers. A hop
+//! spreads over N workers as several associations, each with its own tether id, ICE
+//! credentials and address pair: the data planes run with `--port-per-worker` (with one
+//! shared `SO_REUSEPORT` port the kernel, not the tether, would pick the worker a datagram
+//! reaches), and the control process opens association k on its worker k mod N and
+//! installs, on each worker, routes and relay entries naming only the associations that
+//! worker holds (the overlay's `tether` module says how the two ends agree on them).
 //! Nothing fails silently when that is not done: a worker that holds no association for a
 //! tether has no table entry for it, so its packets routed there are dropped and counted
 //! (`no_route`), and a datagram from an address none of its associations expects goes to
 //! the plain path, whose label and tag checks drop and count it. The static driver opens
-//! WebRTC tethers on worker 0 only, which suits the one-worker nodes the tests run.
+//! WebRTC tethers on worker 0 only, which suits the one-worker nodes its tests run.
 
 pub mod mixed;
 pub mod open;

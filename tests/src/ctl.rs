@@ -122,6 +122,22 @@ pub struct Tether {
     pub state: String,
     /// Routes and relay entries using it.
     pub users: u32,
+    /// WebRTC associations (one per worker of the end with more).
+    pub associations: u32,
+}
+
+/// One data plane worker's packets in `conflux-ctl routes|tethers --json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct WorkerTraffic {
+    /// Worker index.
+    pub worker: u32,
+    /// Packets sealed and sent.
+    pub egress_packets: u64,
+    /// Packets received and opened.
+    pub ingress_packets: u64,
+    /// Packets relayed.
+    pub relayed_packets: u64,
 }
 
 /// `conflux-ctl routes|tethers --json`.
@@ -140,6 +156,8 @@ pub struct Overlay {
     pub counters: BTreeMap<String, u64>,
     /// Data plane counters (sum over workers).
     pub dataplane_counters: BTreeMap<String, u64>,
+    /// Per worker packet counts.
+    pub workers: Vec<WorkerTraffic>,
 }
 
 impl Overlay {

@@ -165,12 +165,18 @@ impl Lab {
             .collect::<Vec<_>>()
             .join(", ");
         let extra = extra.replace("{underlay}", &underlay);
+        // One worker unless the node's own settings ask for more.
+        let workers = if extra.contains("workers =") {
+            ""
+        } else {
+            "workers = 1\n"
+        };
         let config = format!(
             "guardian_url = {:?}\nregistration_token = {:?}\nnats_urls = [{:?}]\n\
              data_dir = {:?}\napi_socket = {:?}\ntaints = [{taints}]\n\
              presence_interval_ms = 1000\npeer_timeout_ms = 4000\n\
              dataplane = \"spawn\"\ndataplane_bin = {:?}\ndataplane_socket = {:?}\n\
-             workers = 1\n{extra}\n",
+             {workers}{extra}\n",
             self.cluster.guardian_url(),
             self.cluster.token(realm),
             self.cluster.nats_url(),
@@ -329,6 +335,18 @@ impl Lab {
     /// Starts `iperf3` from `client` to `server`'s overlay address for `secs` seconds in
     /// the background, reporting every half second (`reverse`: the server sends).
     pub fn iperf3_start(&self, client: &str, server: &str, secs: u32, reverse: bool) -> Iperf3 {
+        self.iperf3_flows(client, server, secs, reverse, 1)
+    }
+
+    /// [`Lab::iperf3_start`] with `flows` parallel TCP connections (`-P`).
+    pub fn iperf3_flows(
+        &self,
+        client: &str,
+        server: &str,
+        secs: u32,
+        reverse: bool,
+        flows: u32,
+    ) -> Iperf3 {
         let addr = self.address(server);
         let server = Command::new("ip")
             .args(["netns", "exec", &self.nodes[server].ns])
@@ -350,6 +368,8 @@ impl Lab {
                 &secs.to_string(),
                 "-i",
                 "0.5",
+                "-P",
+                &flows.to_string(),
                 "-J",
             ]);
         if reverse {

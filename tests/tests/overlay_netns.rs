@@ -93,6 +93,92 @@ fn overlay_direct_and_relayed_traffic() {
     });
 }
 
+#[test]
+fn overlay_tethers_spread_over_every_data_plane_worker() {
+    let mut lab = Lab::new();
+    lab.node("a", REALM, &["dev"], "workers = 2");
+    lab.node("b", REALM, &["dev"], "workers = 2");
+    lab.node("c", REALM, &["dev"], "workers = 1");
+    lab.node("r", REALM, &["dev"], "workers = 2\nrelay = true");
+    lab.node("d", REALM, &["dev"], "workers = 2");
+    lab.block("a", "d");
+
+    // Two workers each end: two associations, one per worker on each side.
+    let first = reach(&lab, "a", "b");
+    eprintln!("time to first reply a → b (2 × 2 workers): {first:?}");
+    let before = lab.get("b").ctl.overlay().unwrap();
+    let r = lab.iperf3_flows("a", "b", 5, false, 16).finish();
+    assert!(r.ok, "iperf3 -P 16 a → b failed");
+    eprintln!(
+        "iperf3 -P 16 a → b {:.2} Gbit/s over two workers each end",
+        r.bits_per_second / 1e9
+    );
+    let a = lab.get("a").ctl.overlay().unwrap();
+    let b = lab.get("b").ctl.overlay().unwrap();
+    for (name, o) in [("a", &a), ("b", &b)] {
+        let t = o
+            .tethers
+            .iter()
+            .find(|t| t.state == "up")
+            .unwrap_or_else(|| panic!("{name} has an up tether: {o:?}"));
+        assert_eq!(t.associations, 2, "{name}: one association per worker");
+        assert_eq!(o.workers.len(), 2, "{name} reports two workers");
+    }
+    for w in &a.workers {
+        assert!(
+            w.egress_packets > 0,
+            "a's worker {} sent nothing: {:?}",
+            w.worker,
+            a.workers
+        );
+    }
+    // Each association ends on its own worker of b, so both workers take packets in.
+    for (w, was) in b.workers.iter().zip(&before.workers) {
+        assert!(
+            w.ingress_packets > was.ingress_packets,
+            "b's worker {} received nothing: {:?}",
+            w.worker,
+            b.workers
+        );
+    }
+
+    // Two workers against one: both of a's workers hold an association to c's only one.
+    let first = reach(&lab, "a", "c");
+    eprintln!("time to first reply a → c (2 × 1 workers): {first:?}");
+    let r = lab.iperf3_flows("c", "a", 5, true, 8).finish();
+    assert!(r.ok, "iperf3 -P 8 a → c failed");
+    eprintln!("iperf3 -P 8 a → c {:.2} Gbit/s", r.bits_per_second / 1e9);
+    let c = lab.get("c").ctl.overlay().unwrap();
+    let c_tether = c
+        .tethers
+        .iter()
+        .find(|t| t.state == "up")
+        .expect("c's tether");
+    assert_eq!(c_tether.associations, 2, "{c:?}");
+    assert_eq!(c.workers.len(), 1);
+    assert!(c.workers[0].ingress_packets > 0);
+
+    // Relayed: each of r's workers forwards what its own associations bring in.
+    let first = reach(&lab, "a", "d");
+    eprintln!("time to first reply a → d through r (2 workers each): {first:?}");
+    let r = lab.iperf3_flows("a", "d", 5, false, 16).finish();
+    assert!(r.ok, "iperf3 -P 16 a → d through r failed");
+    eprintln!(
+        "iperf3 -P 16 a → d through r {:.2} Gbit/s",
+        r.bits_per_second / 1e9
+    );
+    let relay = lab.get("r").ctl.overlay().unwrap();
+    assert!(relay.relays >= 1, "{relay:?}");
+    for w in &relay.workers {
+        assert!(
+            w.relayed_packets > 0,
+            "r's worker {} relayed nothing: {:?}",
+            w.worker,
+            relay.workers
+        );
+    }
+}
+
 /// Time to the first reply from `to`; dumps both nodes' logs and fails if none comes.
 fn reach(lab: &Lab, from: &str, to: &str) -> Duration {
     match lab.first_reply(from, to, LIMIT) {

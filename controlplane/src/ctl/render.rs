@@ -198,7 +198,16 @@ pub fn tethers(o: &OverlayReply) -> String {
     if o.tethers.is_empty() {
         return "no tethers".into();
     }
-    let mut t = table(&["peer", "id", "state", "role", "users", "rtt", "sent"]);
+    let mut t = table(&[
+        "peer",
+        "id",
+        "state",
+        "role",
+        "associations",
+        "users",
+        "rtt",
+        "sent",
+    ]);
     for x in &o.tethers {
         t.add_row(vec![
             x.peer.clone(),
@@ -210,6 +219,7 @@ pub fn tethers(o: &OverlayReply) -> String {
                 "controlled"
             }
             .to_owned(),
+            x.associations.to_string(),
             x.users.to_string(),
             format!("{:.2} ms", f64::from(x.rtt_us) / 1000.0),
             format!("{} B", x.tx_bytes),

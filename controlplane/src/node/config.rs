@@ -16,7 +16,7 @@
 //! tun = "cfx0"
 //! listen = "0.0.0.0:51820"                 # UDP for tethers
 //! advertise = ["203.0.113.7:51820"]        # default: every non-loopback IPv4 address
-//! workers = 1                              # one for now (WebRTC tethers)
+//! workers = 2                              # default: one per core
 //! relay = false                            # relay other nodes' routes
 //! idle_timeout_ms = 300000
 //! rekey_interval_ms = 120000
@@ -141,7 +141,7 @@ pub struct Settings {
     /// non-loopback IPv4 address with the listen port).
     #[arg(long, value_delimiter = ',')]
     pub advertise: Option<Vec<SocketAddr>>,
-    /// Data plane workers (1: WebRTC tethers run on one worker for now).
+    /// Data plane workers (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
     /// SO_MARK on the data plane's underlay sockets (0: none).
@@ -289,7 +289,7 @@ pub struct DataPlane {
     pub listen: SocketAddr,
     /// Advertised candidate addresses (empty: discover).
     pub advertise: Vec<SocketAddr>,
-    /// Workers.
+    /// Workers (None: one per core).
     pub workers: Option<usize>,
     /// SO_MARK.
     pub mark: u32,
@@ -304,6 +304,9 @@ pub struct DataPlane {
     /// Plain tethers.
     pub plain_tethers: bool,
 }
+
+/// Data plane workers a node may ask for (one WebRTC association per worker and peer).
+pub const MAX_WORKERS: usize = 64;
 
 /// Where the data plane's socket is when neither the file nor a flag says.
 pub const DEFAULT_DATAPLANE_SOCKET: &str = "/run/conflux/dataplane.sock";
@@ -339,18 +342,14 @@ impl DataPlane {
             ));
         }
         let plain_tethers = s.plain_tethers.unwrap_or(false);
-        // A WebRTC tether is one association on one worker; spreading a hop over several
-        // workers needs one association per worker, which the overlay does not make yet.
         let workers = match s.workers {
-            None => Some(1),
             Some(0) => return Err(ConfigError::Invalid("workers must be at least 1".into())),
-            Some(n) if n > 1 && !plain_tethers => {
+            Some(n) if n > MAX_WORKERS => {
                 return Err(ConfigError::Invalid(format!(
-                    "workers = {n}: WebRTC tethers run on one data plane worker for now; \
-                     use workers = 1 (or plain_tethers = true for benchmarks)"
+                    "workers = {n}: at most {MAX_WORKERS}"
                 )));
             }
-            Some(n) => Some(n),
+            w => w,
         };
         let tun = s.tun.clone().unwrap_or_else(|| "cfx0".into());
         if tun.is_empty() || tun.len() > 15 {
@@ -580,8 +579,25 @@ mod tests {
             workers: Some(4),
             ..base.clone()
         };
-        let e = Config::from_settings(many_workers).unwrap_err().to_string();
-        assert!(e.contains("workers = 1"), "{e}");
+        assert_eq!(
+            Config::from_settings(many_workers)
+                .unwrap()
+                .dataplane
+                .workers,
+            Some(4)
+        );
+        let too_many = Settings {
+            workers: Some(65),
+            ..base.clone()
+        };
+        let e = Config::from_settings(too_many).unwrap_err().to_string();
+        assert!(e.contains("at most 64"), "{e}");
+        let no_workers = Settings {
+            workers: Some(0),
+            ..base.clone()
+        };
+        let e = Config::from_settings(no_workers).unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
         let bad_mode = Settings {
             dataplane: Some("on".into()),
             ..base.clone()

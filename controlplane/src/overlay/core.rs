@@ -61,8 +61,11 @@ pub struct OverlayConfig {
     pub plain_tethers: bool,
     /// This data plane's DTLS fingerprint.
     pub fingerprint: String,
-    /// This data plane's candidate addresses, one per worker.
+    /// This data plane's candidate addresses, "ip:port" with worker 0's port.
     pub candidates: Vec<String>,
+    /// Each data plane worker's UDP port, worker 0 first (empty: one worker, the
+    /// candidates' port).
+    pub ports: Vec<u16>,
 }
 
 /// A command for the data plane (the link fans it out to the workers).
@@ -104,12 +107,12 @@ pub enum Command {
         /// The destination's overlay address.
         destination: IpAddr,
     },
-    /// Relay packets arriving with `in_label` to `tether` as `out_label`.
+    /// Relay packets arriving with `in_label` to the next hop as `out_label`.
     InstallRelay {
         /// Label packets arrive with.
         in_label: Label,
-        /// Tether to the next hop.
-        tether: TetherId,
+        /// The associations of the tether to the next hop (each worker uses one it holds).
+        tethers: Vec<TetherId>,
         /// Label the next hop chose.
         out_label: Label,
     },
@@ -118,8 +121,13 @@ pub enum Command {
         /// Label packets arrive with.
         in_label: Label,
     },
-    /// Open a WebRTC tether.
-    OpenTether(TetherOpen),
+    /// Open one association of a WebRTC tether on one worker.
+    OpenTether {
+        /// The worker that holds it.
+        worker: u16,
+        /// What it opens.
+        open: TetherOpen,
+    },
     /// Open a framing-free tether to a UDP address.
     PlainTether {
         /// The tether.
@@ -223,6 +231,8 @@ pub struct TetherView {
     pub rtt_us: u32,
     /// Bytes sent over it (telemetry).
     pub tx_bytes: u64,
+    /// Its WebRTC associations (one per worker of the end with more).
+    pub associations: usize,
 }
 
 /// A route as status shows it.
@@ -658,21 +668,23 @@ impl Overlay {
         let Some(peer) = self
             .tethers
             .iter()
-            .find(|(_, t)| t.id == tether)
+            .find(|(_, t)| t.holds(tether))
             .map(|(p, _)| *p)
         else {
             return;
         };
         match state {
-            TetherState::Up => self.tether_up(now, peer, dir),
-            TetherState::Down | TetherState::Closed => self.tether_failed(now, peer, dir),
+            TetherState::Up => self.association_state(now, peer, tether, true, dir),
+            TetherState::Down | TetherState::Closed => {
+                self.association_state(now, peer, tether, false, dir)
+            }
             _ => {}
         }
     }
 
     /// A worker's telemetry about a tether.
     pub fn handle_telemetry(&mut self, now: Instant, tether: TetherId, rtt_us: u32, bytes: u64) {
-        if let Some(t) = self.tethers.values_mut().find(|t| t.id == tether) {
+        if let Some(t) = self.tethers.values_mut().find(|t| t.holds(tether)) {
             if rtt_us > 0 {
                 t.rtt_us = rtt_us;
             }
@@ -754,6 +766,7 @@ impl Overlay {
                 users: self.tether_users(*p),
                 rtt_us: t.rtt_us,
                 tx_bytes: t.tx_bytes,
+                associations: t.assocs.len(),
             })
             .collect()
     }

@@ -6,6 +6,7 @@
 //! established streams keep flowing until their keys expire, and the next control process
 //! attaches to the same rings. Only an orderly stop of the control process stops it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub struct LinkOptions {
     pub workers: Option<usize>,
     /// SO_MARK for the underlay sockets.
     pub mark: u32,
+    /// Each worker binds its own port (the listen port + its index): WebRTC associations
+    /// live on one worker each, so their datagrams must reach that worker.
+    pub port_per_worker: bool,
 }
 
 /// Why the link could not be made.
@@ -65,6 +69,13 @@ pub enum LinkError {
     /// The data plane exited or never opened its socket.
     #[error("the data plane did not open {0} within {1:?} (see its log above)")]
     NoSocket(String, Duration),
+    /// The data plane's workers share one UDP port, which WebRTC tethers on several
+    /// workers cannot use.
+    #[error(
+        "the data plane's {0} workers share one UDP port; WebRTC tethers need a port per \
+         worker (run conflux-dataplane with --port-per-worker, or with --workers 1)"
+    )]
+    SharedPort(usize),
     /// Attaching failed.
     #[error("attaching to the data plane: {0}")]
     Attach(#[from] conflux_dataplane::control::client::AttachError),
@@ -177,6 +188,9 @@ impl Link {
         if let Some(n) = opts.workers {
             cmd.args(["--workers", &n.to_string()]);
         }
+        if opts.port_per_worker {
+            cmd.arg("--port-per-worker");
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| LinkError::Spawn(opts.binary.display().to_string(), e))?;
@@ -273,11 +287,12 @@ fn pump_loop(
     reports: &mpsc::UnboundedSender<Report>,
     stop: &AtomicBool,
 ) {
+    let mut placement = Placement::default();
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
         while let Ok(c) = commands.try_recv() {
             busy = true;
-            write_command(workers, c);
+            write_command(workers, &mut placement, c);
         }
         for w in workers.iter_mut() {
             let r = w.reports.consume(1024, |rec| {
@@ -342,7 +357,25 @@ fn broadcast<B: RecordBody>(workers: &mut [ControlEnd], body: &B) {
     }
 }
 
-fn write_command(workers: &mut [ControlEnd], c: Command) {
+/// Which worker holds each WebRTC association (plain tethers are on every worker).
+#[derive(Debug, Default)]
+struct Placement(HashMap<TetherId, u16>);
+
+impl Placement {
+    /// Whether worker `w` holds tether `t`.
+    fn holds(&self, w: usize, t: TetherId) -> bool {
+        self.0.get(&t).is_none_or(|x| usize::from(*x) == w)
+    }
+
+    /// The tethers of `all` that worker `w` holds (all of them when it holds none, so its
+    /// packets are counted as dropped there rather than lost silently).
+    fn on_worker(&self, w: usize, all: &[TetherId]) -> Vec<TetherId> {
+        let mine: Vec<TetherId> = all.iter().copied().filter(|t| self.holds(w, *t)).collect();
+        if mine.is_empty() { all.to_vec() } else { mine }
+    }
+}
+
+fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Command) {
     match c {
         Command::InstallStream {
             stream_id,
@@ -387,10 +420,21 @@ fn write_command(workers: &mut [ControlEnd], c: Command) {
             ),
         ),
         Command::InstallRoute { destination, hops } => {
-            let hops: Vec<NextHop> = hops.iter().map(|(t, l)| NextHop::new(*t, *l, 1)).collect();
-            match InstallRouteBody::forward(IpPrefix::host(destination), &hops) {
-                Ok(b) => broadcast(workers, &b),
-                Err(e) => tracing::warn!("route refused: {e}"),
+            let all: Vec<TetherId> = hops.iter().map(|(t, _)| *t).collect();
+            for (w, end) in workers.iter_mut().enumerate() {
+                let mine = placement.on_worker(w, &all);
+                let hops: Vec<NextHop> = hops
+                    .iter()
+                    .filter(|(t, _)| mine.contains(t))
+                    .map(|(t, l)| NextHop::new(*t, *l, 1))
+                    .collect();
+                match InstallRouteBody::forward(IpPrefix::host(destination), &hops)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| RingRecord::encode(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(rec) => push(end, &rec),
+                    Err(e) => tracing::warn!("route refused: {e}"),
+                }
             }
         }
         Command::RemoveRoute { destination } => broadcast(
@@ -401,9 +445,22 @@ fn write_command(workers: &mut [ControlEnd], c: Command) {
         ),
         Command::InstallRelay {
             in_label,
-            tether,
+            tethers,
             out_label,
-        } => broadcast(workers, &InstallRelayBody::new(in_label, tether, out_label)),
+        } => {
+            for (w, end) in workers.iter_mut().enumerate() {
+                // A relay entry names one tether: with several on this worker, the label
+                // picks one, so one route's packets keep one association.
+                let mine = placement.on_worker(w, &tethers);
+                let Some(tether) = mine.get(in_label as usize % mine.len().max(1)) else {
+                    continue;
+                };
+                match RingRecord::encode(&InstallRelayBody::new(in_label, *tether, out_label)) {
+                    Ok(rec) => push(end, &rec),
+                    Err(e) => tracing::warn!("relay refused: {e}"),
+                }
+            }
+        }
         Command::RemoveRelay { in_label } => broadcast(
             workers,
             &RemoveRelayBody {
@@ -413,36 +470,42 @@ fn write_command(workers: &mut [ControlEnd], c: Command) {
         Command::PlainTether { tether, peer } => {
             broadcast(workers, &InstallTetherBody::new(tether, peer))
         }
-        Command::RemoveTether { tether } => broadcast(
-            workers,
-            &RemoveTetherBody {
-                tether: U32::new(tether),
-            },
-        ),
-        Command::OpenTether(open) => open_tether(workers, &open),
+        Command::RemoveTether { tether } => {
+            placement.0.remove(&tether);
+            broadcast(
+                workers,
+                &RemoveTetherBody {
+                    tether: U32::new(tether),
+                },
+            )
+        }
+        Command::OpenTether { worker, open } => {
+            placement.0.insert(open.tether, worker);
+            open_tether(workers, usize::from(worker), &open)
+        }
     }
 }
 
-fn open_tether(workers: &mut [ControlEnd], open: &TetherOpen) {
+fn open_tether(workers: &mut [ControlEnd], worker: usize, open: &TetherOpen) {
     let bytes = open.encode_to_vec();
-    // One association, on the first worker (the configuration allows one worker with
-    // WebRTC tethers; see `node::config`).
-    for w in workers.iter_mut().take(1) {
-        let mut sent = false;
-        for _ in 0..200 {
-            if w.signals_in
-                .send(SIGNAL_TETHER_OPEN, &bytes)
-                .unwrap_or(false)
-            {
-                sent = true;
-                break;
-            }
-            let _ = w
-                .signals_in
-                .wait_for_space(bytes.len(), Duration::from_millis(10));
+    let Some(w) = workers.get_mut(worker) else {
+        tracing::warn!(
+            tether = open.tether,
+            worker,
+            "no such data plane worker; association not opened"
+        );
+        return;
+    };
+    for _ in 0..200 {
+        if w.signals_in
+            .send(SIGNAL_TETHER_OPEN, &bytes)
+            .unwrap_or(false)
+        {
+            return;
         }
-        if !sent {
-            tracing::warn!(tether = open.tether, "a worker's signal ring stayed full");
-        }
+        let _ = w
+            .signals_in
+            .wait_for_space(bytes.len(), Duration::from_millis(10));
     }
+    tracing::warn!(tether = open.tether, "a worker's signal ring stayed full");
 }

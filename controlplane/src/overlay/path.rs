@@ -505,12 +505,17 @@ impl Overlay {
                 let a = parse_ack(reply).filter(|a| a.route_id == setup.route_id);
                 let payload = match (a, setup.next_hop()) {
                     (Some(a), Some(next)) if a.status == AckStatus::Accepted => {
-                        match self.tethers.get(&next).filter(|t| t.is_up()).map(|t| t.id) {
-                            Some(tether) => {
+                        match self
+                            .tethers
+                            .get(&next)
+                            .filter(|t| t.is_up())
+                            .map(|t| t.ids())
+                        {
+                            Some(tethers) => {
                                 let in_label = self.label();
                                 self.command(Command::InstallRelay {
                                     in_label,
-                                    tether,
+                                    tethers,
                                     out_label: a.label,
                                 });
                                 self.relays.insert(
@@ -555,7 +560,11 @@ impl Overlay {
             return;
         }
         let first = r.via.unwrap_or(dst);
-        let tether = self.tethers.get(&first).filter(|t| t.is_up()).map(|t| t.id);
+        let tether = self
+            .tethers
+            .get(&first)
+            .filter(|t| t.is_up())
+            .map(|t| t.ids());
         let address = self.out.get(&dst).map(|s| s.address);
         match (a, tether, address) {
             (Some(a), Some(tether), Some(address))
@@ -578,7 +587,7 @@ impl Overlay {
                 );
                 self.command(Command::InstallRoute {
                     destination: address,
-                    hops: vec![(tether, a.label)],
+                    hops: tether.iter().map(|t| (*t, a.label)).collect(),
                 });
             }
             (a, _, _) => {

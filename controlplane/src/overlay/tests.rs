@@ -49,6 +49,7 @@ fn cfg(relay: bool) -> OverlayConfig {
         plain_tethers: false,
         fingerprint: "sha-256 00".into(),
         candidates: vec!["10.0.0.1:51820".into()],
+        ports: Vec::new(),
     }
 }
 
@@ -114,7 +115,7 @@ impl World {
         let o = &self.nodes[&node].0;
         *o.tethers
             .iter()
-            .find(|(_, t)| t.id == tether)
+            .find(|(_, t)| t.holds(tether))
             .map(|(p, _)| p)
             .unwrap()
     }
@@ -123,7 +124,7 @@ impl World {
         let now = self.now;
         match a {
             Action::Command(c) => {
-                if let Command::OpenTether(o) = &c {
+                if let Command::OpenTether { open: o, .. } = &c {
                     let peer = self.tether_peer(me, o.tether);
                     let state = if self.blocked.contains(&(me, peer)) {
                         TetherState::Closed
@@ -378,7 +379,7 @@ fn opens(actions: &[Action]) -> Vec<conflux_shared::proto::TetherOpen> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Command(Command::OpenTether(o)) => Some(o.clone()),
+            Action::Command(Command::OpenTether { open, .. }) => Some(open.clone()),
             _ => None,
         })
         .collect()
@@ -440,4 +441,107 @@ fn crossing_offers_make_one_tether_and_a_later_offer_replaces_it() {
         "the old tether goes"
     );
     assert_eq!(opens(&acts).len(), 1, "the new one opens");
+}
+
+fn opens_on(actions: &[Action]) -> Vec<(u16, conflux_shared::proto::TetherOpen)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Command(Command::OpenTether { worker, open }) => Some((*worker, open.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_tether_between_two_and_one_workers_has_an_association_on_every_worker() {
+    let w = World::new();
+    let (a, c) = (id(1), id(3));
+    let t0 = w.now;
+    let mut nodes = w.nodes;
+    let (_, da) = nodes.remove(&a).unwrap();
+    let (_, dc) = nodes.remove(&c).unwrap();
+    let mut two = cfg(false);
+    two.candidates = vec!["10.0.0.1:7000".into()];
+    two.ports = vec![7000, 7001];
+    let mut one = cfg(false);
+    one.candidates = vec!["10.0.0.3:9000".into()];
+    one.ports = vec![9000];
+    let mut oa = Overlay::new(two, a, t0);
+    let mut oc = Overlay::new(one, c, t0);
+    oa.set_unix_time(1_000_000);
+    oc.set_unix_time(1_000_000);
+
+    oa.handle_miss(t0, "100.64.0.3".parse().unwrap(), &da);
+    let (req, offer) = offer_of(&drain(&mut oa));
+    let answer = oc.handle_signal(t0, a, offer, 1, &dc).unwrap();
+    let on_c = opens_on(&drain(&mut oc));
+    oa.handle_reply(t0, req, Some(answer), &da);
+    let on_a = opens_on(&drain(&mut oa));
+
+    assert_eq!(
+        on_a.iter().map(|(w, _)| *w).collect::<Vec<_>>(),
+        vec![0, 1],
+        "the two-worker end holds one association on each worker"
+    );
+    assert_eq!(
+        on_c.iter().map(|(w, _)| *w).collect::<Vec<_>>(),
+        vec![0, 0],
+        "the one-worker end holds both on its only worker"
+    );
+    for k in 0..2 {
+        let (ta, tc) = (&on_a[k].1, &on_c[k].1);
+        assert_eq!(ta.remote_ufrag, tc.local_ufrag, "association {k}");
+        assert_eq!(tc.remote_ufrag, ta.local_ufrag, "association {k}");
+        assert_eq!(ta.candidates, vec!["10.0.0.3:9000".to_string()]);
+    }
+    assert_ne!(on_a[0].1.local_ufrag, on_a[1].1.local_ufrag);
+    assert_ne!(on_a[0].1.tether, on_a[1].1.tether);
+    assert_eq!(
+        (on_c[0].1.candidates.clone(), on_c[1].1.candidates.clone()),
+        (
+            vec!["10.0.0.1:7000".to_string()],
+            vec!["10.0.0.1:7001".to_string()]
+        ),
+        "each association reaches its own worker's port"
+    );
+
+    // The tether is up, and the route installed, only when both associations are.
+    oa.handle_tether_state(t0, on_a[0].1.tether, TetherState::Up, &da);
+    assert_eq!(oa.tethers()[0].state, "opening");
+    oa.handle_tether_state(t0, on_a[1].1.tether, TetherState::Up, &da);
+    assert_eq!(oa.tethers()[0].state, "up");
+
+    // One association failing takes the whole tether down, and every one is removed.
+    drain(&mut oa);
+    oa.handle_tether_state(t0, on_a[1].1.tether, TetherState::Closed, &da);
+    let removed: Vec<TetherId> = drain(&mut oa)
+        .iter()
+        .filter_map(|x| match x {
+            Action::Command(Command::RemoveTether { tether }) => Some(*tether),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, vec![on_a[0].1.tether, on_a[1].1.tether]);
+}
+
+#[test]
+fn an_offer_with_impossible_worker_ports_is_declined() {
+    let w = World::new();
+    let (a, c) = (id(1), id(3));
+    let t0 = w.now;
+    let mut nodes = w.nodes;
+    let (mut oa, da) = nodes.remove(&a).unwrap();
+    let (mut oc, dc) = nodes.remove(&c).unwrap();
+    oa.handle_miss(t0, "100.64.0.3".parse().unwrap(), &da);
+    let (_, offer) = offer_of(&drain(&mut oa));
+    let super::signal::Payload::Offer(mut bad) = offer else {
+        panic!("an offer");
+    };
+    bad.ports = vec![0, 70_000];
+    let answer = oc
+        .handle_signal(t0, a, super::signal::Payload::Offer(bad), 1, &dc)
+        .unwrap();
+    assert!(matches!(answer, super::signal::Payload::Answer(x) if !x.accepted));
+    assert!(opens(&drain(&mut oc)).is_empty());
 }

@@ -1,5 +1,16 @@
 //! Tethers on demand: one per next-hop node, set up by an offer/answer exchange of signed
 //! signals and opened in the data plane by both ends.
+//!
+//! A WebRTC association lives on one data plane worker, and a worker only sends on the
+//! associations it holds, so a tether between an end with `m` workers and one with `n`
+//! is `max(m, n)` associations: association `k` joins worker `k mod m` of one end to
+//! worker `k mod n` of the other (each worker has its own UDP port, which the offer and
+//! answer list). Every worker then holds at least one association to the peer, whichever
+//! TUN queue or relay datagram brings it a packet. Association `k` uses the ICE username
+//! fragment of the signal with `k` appended (two digits; none for `k = 0`), so both ends
+//! derive the same distinct credentials without more signalling; the data plane tether id
+//! of each association is this end's own, and the link installs a route or relay entry on
+//! each worker with the associations that worker holds.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,6 +22,9 @@ use conflux_shared::wire::record::TetherId;
 use super::core::{Command, Directory, Overlay};
 use super::path::Pending;
 use super::signal::Payload;
+
+/// Associations one tether may have (one per worker of the larger end).
+pub(super) const MAX_ASSOCIATIONS: usize = 64;
 
 /// A failed tether is not offered again before this.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -31,10 +45,33 @@ pub(super) enum Phase {
     Failed,
 }
 
+/// One association of a tether: a data plane tether id on one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Association {
+    /// The data plane's tether id.
+    pub(super) id: TetherId,
+    /// The worker holding it (`None`: a plain tether, on every worker).
+    pub(super) worker: Option<u16>,
+    /// Reported up by its worker.
+    pub(super) up: bool,
+}
+
+/// The peer's half of an offer or answer.
+struct RemoteEnd<'a> {
+    ufrag: &'a str,
+    pwd: &'a str,
+    fingerprint: &'a str,
+    candidates: &'a [String],
+    ports: &'a [u32],
+}
+
 /// One tether.
 #[derive(Debug)]
 pub(super) struct Tether {
+    /// The first association's id (what status shows).
     pub(super) id: TetherId,
+    /// Its associations (empty until both ends opened it).
+    pub(super) assocs: Vec<Association>,
     pub(super) phase: Phase,
     /// When the phase began.
     pub(super) since: Instant,
@@ -61,6 +98,53 @@ impl Tether {
     pub(super) fn is_up(&self) -> bool {
         self.phase == Phase::Up
     }
+
+    /// Whether `id` is one of its associations.
+    pub(super) fn holds(&self, id: TetherId) -> bool {
+        self.id == id || self.assocs.iter().any(|a| a.id == id)
+    }
+
+    /// Every association's data plane id.
+    pub(super) fn ids(&self) -> Vec<TetherId> {
+        if self.assocs.is_empty() {
+            return vec![self.id];
+        }
+        self.assocs.iter().map(|a| a.id).collect()
+    }
+}
+
+/// The ICE username fragment of association `k`.
+fn association_ufrag(base: &str, k: usize) -> String {
+    if k == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}{k:02}")
+    }
+}
+
+/// The peer's candidates for its worker `j`: each address with the port moved by that
+/// worker's offset from worker 0 (a forwarded port keeps the same offset).
+fn worker_candidates(candidates: &[String], ports: &[u32], j: usize) -> Vec<String> {
+    let shift = match (ports.first(), ports.get(j)) {
+        (Some(p0), Some(pj)) if j > 0 => i64::from(*pj) - i64::from(*p0),
+        _ => return candidates.to_vec(),
+    };
+    candidates
+        .iter()
+        .filter_map(|c| c.parse::<SocketAddr>().ok())
+        .filter_map(|mut a| {
+            let port = u16::try_from(i64::from(a.port()) + shift).ok()?;
+            (port != 0).then(|| {
+                a.set_port(port);
+                a.to_string()
+            })
+        })
+        .collect()
+}
+
+/// Whether a peer's worker ports make sense.
+fn ports_valid(ports: &[u32]) -> bool {
+    ports.len() <= MAX_ASSOCIATIONS && ports.iter().all(|p| (1..=65535).contains(p))
 }
 
 fn random_token(len: usize) -> String {
@@ -86,6 +170,7 @@ impl Overlay {
             // ICE: a ufrag of at least 4 and a password of at least 22 characters.
             ufrag: random_token(8),
             pwd: random_token(24),
+            assocs: Vec::new(),
             rtt_us: 0,
             tx_bytes: 0,
             active: now,
@@ -109,6 +194,7 @@ impl Overlay {
             pwd: t.pwd.clone(),
             fingerprint: self.cfg.fingerprint.clone(),
             candidates: self.cfg.candidates.clone(),
+            ports: self.my_ports(),
         };
         self.tethers.insert(peer, t);
         self.request(peer, Payload::Offer(offer), Pending::Offer { peer });
@@ -126,7 +212,8 @@ impl Overlay {
             accepted: false,
             ..TetherAnswer::default()
         };
-        if offer.candidates.is_empty() || offer.fingerprint.is_empty() {
+        if offer.candidates.is_empty() || offer.fingerprint.is_empty() || !ports_valid(&offer.ports)
+        {
             self.status.signals_ignored += 1;
             return Payload::Answer(decline);
         }
@@ -157,13 +244,17 @@ impl Overlay {
             pwd: t.pwd.clone(),
             fingerprint: self.cfg.fingerprint.clone(),
             candidates: self.cfg.candidates.clone(),
+            ports: self.my_ports(),
         };
         self.open(
-            &t,
-            &offer.ufrag,
-            &offer.pwd,
-            &offer.fingerprint,
-            &offer.candidates,
+            &mut t,
+            &RemoteEnd {
+                ufrag: &offer.ufrag,
+                pwd: &offer.pwd,
+                fingerprint: &offer.fingerprint,
+                candidates: &offer.candidates,
+                ports: &offer.ports,
+            },
         );
         self.tethers.insert(from, t);
         self.status.tethers_opened += 1;
@@ -186,28 +277,28 @@ impl Overlay {
             return;
         }
         match answer {
-            Some(a) if a.accepted && a.session == t.session && !a.candidates.is_empty() => {
-                let (ufrag, pwd) = (t.ufrag.clone(), t.pwd.clone());
-                let id = t.id;
-                let controlling = t.controlling;
-                let snapshot = Tether {
-                    ufrag,
-                    pwd,
-                    id,
-                    controlling,
-                    phase: Phase::Opening,
-                    since: now,
-                    session: t.session,
-                    rtt_us: 0,
-                    tx_bytes: 0,
-                    active: now,
-                };
-                self.open(&snapshot, &a.ufrag, &a.pwd, &a.fingerprint, &a.candidates);
-                self.status.tethers_opened += 1;
-                if let Some(t) = self.tethers.get_mut(&peer) {
+            Some(a)
+                if a.accepted
+                    && a.session == t.session
+                    && !a.candidates.is_empty()
+                    && ports_valid(&a.ports) =>
+            {
+                if let Some(mut t) = self.tethers.remove(&peer) {
+                    self.open(
+                        &mut t,
+                        &RemoteEnd {
+                            ufrag: &a.ufrag,
+                            pwd: &a.pwd,
+                            fingerprint: &a.fingerprint,
+                            candidates: &a.candidates,
+                            ports: &a.ports,
+                        },
+                    );
                     t.phase = Phase::Opening;
                     t.since = now;
+                    self.tethers.insert(peer, t);
                 }
+                self.status.tethers_opened += 1;
             }
             Some(a) if !a.accepted => {
                 // Declined: the peer's offer crossed ours and wins; it arrives on its own.
@@ -228,31 +319,85 @@ impl Overlay {
         }
     }
 
-    fn open(
-        &mut self,
-        t: &Tether,
-        ufrag: &str,
-        pwd: &str,
-        fingerprint: &str,
-        candidates: &[String],
-    ) {
+    /// This node's worker ports, as offers and answers list them.
+    fn my_ports(&self) -> Vec<u32> {
+        self.cfg.ports.iter().map(|p| u32::from(*p)).collect()
+    }
+
+    /// Opens `t` in the data plane: one association per worker of the larger end.
+    fn open(&mut self, t: &mut Tether, remote: &RemoteEnd<'_>) {
         if self.cfg.plain_tethers {
-            if let Some(peer) = candidates.iter().find_map(|c| c.parse::<SocketAddr>().ok()) {
+            if let Some(peer) = remote
+                .candidates
+                .iter()
+                .find_map(|c| c.parse::<SocketAddr>().ok())
+            {
                 self.command(Command::PlainTether { tether: t.id, peer });
             }
+            t.assocs = vec![Association {
+                id: t.id,
+                worker: None,
+                up: false,
+            }];
             return;
         }
-        self.command(Command::OpenTether(TetherOpen {
-            tether: t.id,
-            candidates: candidates.to_vec(),
-            controlling: t.controlling,
-            local_ufrag: t.ufrag.clone(),
-            local_pwd: t.pwd.clone(),
-            remote_ufrag: ufrag.to_owned(),
-            remote_pwd: pwd.to_owned(),
-            remote_fingerprint: fingerprint.to_owned(),
-            channels: 0,
-        }));
+        let mine = self.cfg.ports.len().max(1);
+        let theirs = remote.ports.len().max(1);
+        let n = mine.max(theirs).min(MAX_ASSOCIATIONS);
+        t.assocs.clear();
+        for k in 0..n {
+            let id = if k == 0 {
+                t.id
+            } else {
+                let id = self.next_tether;
+                self.next_tether += 1;
+                id
+            };
+            let worker = (k % mine) as u16;
+            self.command(Command::OpenTether {
+                worker,
+                open: TetherOpen {
+                    tether: id,
+                    candidates: worker_candidates(remote.candidates, remote.ports, k % theirs),
+                    controlling: t.controlling,
+                    local_ufrag: association_ufrag(&t.ufrag, k),
+                    local_pwd: t.pwd.clone(),
+                    remote_ufrag: association_ufrag(remote.ufrag, k),
+                    remote_pwd: remote.pwd.to_owned(),
+                    remote_fingerprint: remote.fingerprint.to_owned(),
+                    channels: 0,
+                },
+            });
+            t.assocs.push(Association {
+                id,
+                worker: Some(worker),
+                up: false,
+            });
+        }
+    }
+
+    /// A worker reported one association up or down; the tether is up when all are.
+    pub(super) fn association_state(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        id: TetherId,
+        up: bool,
+        dir: &impl Directory,
+    ) {
+        let Some(t) = self.tethers.get_mut(&peer) else {
+            return;
+        };
+        if !up {
+            self.tether_failed(now, peer, dir);
+            return;
+        }
+        for a in t.assocs.iter_mut().filter(|a| a.id == id) {
+            a.up = true;
+        }
+        if t.assocs.iter().all(|a| a.up) {
+            self.tether_up(now, peer, dir);
+        }
     }
 
     pub(super) fn tether_up(&mut self, now: Instant, peer: NodeId, dir: &impl Directory) {
@@ -279,10 +424,12 @@ impl Overlay {
         let was_up = t.phase == Phase::Up;
         t.phase = Phase::Failed;
         t.since = now;
-        let id = t.id;
+        let (id, ids) = (t.id, t.ids());
         self.status.tethers_failed += 1;
         tracing::info!(%peer, tether = id, was_up, "tether failed");
-        self.command(Command::RemoveTether { tether: id });
+        for tether in ids {
+            self.command(Command::RemoveTether { tether });
+        }
         self.tether_changed(now, peer, dir);
     }
 
@@ -290,7 +437,9 @@ impl Overlay {
     pub(super) fn close_tether(&mut self, now: Instant, peer: NodeId, dir: &impl Directory) {
         if let Some(t) = self.tethers.remove(&peer) {
             tracing::info!(%peer, tether = t.id, "tether closed");
-            self.command(Command::RemoveTether { tether: t.id });
+            for tether in t.ids() {
+                self.command(Command::RemoveTether { tether });
+            }
             self.tether_changed(now, peer, dir);
         }
     }
@@ -299,7 +448,9 @@ impl Overlay {
         if let Some(t) = self.tethers.remove(&peer)
             && t.phase != Phase::Failed
         {
-            self.command(Command::RemoveTether { tether: t.id });
+            for tether in t.ids() {
+                self.command(Command::RemoveTether { tether });
+            }
         }
     }
 

@@ -33,6 +33,22 @@ pub(super) struct OverlayState {
     pub(super) dp_counters: HashMap<u16, Vec<(&'static str, u64)>>,
 }
 
+/// The worker ports offers list: one per worker, which must differ for WebRTC tethers
+/// (an association lives on one worker, so its datagrams must reach that worker). Plain
+/// tethers need none: any worker takes any datagram.
+fn worker_ports(ports: Vec<u16>, plain: bool) -> Result<Vec<u16>, crate::overlay::link::LinkError> {
+    if plain {
+        return Ok(Vec::new());
+    }
+    let mut seen = ports.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != ports.len() {
+        return Err(crate::overlay::link::LinkError::SharedPort(ports.len()));
+    }
+    Ok(ports)
+}
+
 /// Every non-loopback IPv4 address of this host, with `port`.
 fn local_candidates(port: u16, tun: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
@@ -144,21 +160,23 @@ pub(super) async fn start(
         listen: cfg.listen,
         workers: cfg.workers,
         mark: cfg.mark,
+        port_per_worker: !cfg.plain_tethers,
     };
     let link = tokio::task::spawn_blocking(move || Link::start(&opts))
         .await
         .map_err(|e| {
             crate::overlay::link::LinkError::Spawn("data plane".into(), std::io::Error::other(e))
         })??;
+    let ports: Vec<u16> = link
+        .snapshot
+        .workers
+        .iter()
+        .filter_map(|w| w.listen.parse::<SocketAddr>().ok().map(|a| a.port()))
+        .collect();
+    let ports = worker_ports(ports, cfg.plain_tethers)?;
     let mut candidates: Vec<String> = cfg.advertise.iter().map(|a| a.to_string()).collect();
     if candidates.is_empty() {
-        // One candidate per address; each worker's own port when they differ.
-        let ports: Vec<u16> = link
-            .snapshot
-            .workers
-            .iter()
-            .filter_map(|w| w.listen.parse::<SocketAddr>().ok().map(|a| a.port()))
-            .collect();
+        // Each address with worker 0's port; the offer lists the other workers' ports.
         let port = ports.first().copied().unwrap_or(cfg.listen.port());
         candidates = local_candidates(port, &cfg.tun)
             .into_iter()
@@ -179,6 +197,7 @@ pub(super) async fn start(
             plain_tethers: cfg.plain_tethers,
             fingerprint,
             candidates,
+            ports,
         },
         me,
         Instant::now(),
@@ -218,7 +237,14 @@ impl Driver {
                 o.ov.handle_activity(t, stream_id, direction, packets, bytes)
             }
             Report::Counters { worker, values } => {
-                o.dp_counters.insert(worker, values);
+                // A worker's totals span several records: each updates its own names.
+                let known = o.dp_counters.entry(worker).or_default();
+                for (name, v) in values {
+                    match known.iter_mut().find(|(k, _)| *k == name) {
+                        Some(slot) => slot.1 = v,
+                        None => known.push((name, v)),
+                    }
+                }
             }
         }
     }
@@ -303,7 +329,7 @@ impl Driver {
 
     /// The overlay's state for `conflux-ctl routes|tethers`.
     pub(super) fn overlay_reply(&self) -> crate::ctl::proto::OverlayReply {
-        use crate::ctl::proto::{OverlayReply, OverlayRoute, OverlayTether};
+        use crate::ctl::proto::{OverlayReply, OverlayRoute, OverlayTether, WorkerTraffic};
         let Some(o) = &self.overlay else {
             return OverlayReply::default();
         };
@@ -356,8 +382,31 @@ impl Driver {
                     users: t.users as u32,
                     rtt_us: t.rtt_us,
                     tx_bytes: t.tx_bytes,
+                    associations: t.associations as u32,
                 })
                 .collect(),
+            workers: {
+                let mut w: Vec<WorkerTraffic> = o
+                    .dp_counters
+                    .iter()
+                    .map(|(worker, values)| {
+                        let get = |name: &str| {
+                            values
+                                .iter()
+                                .find(|(k, _)| *k == name)
+                                .map_or(0, |(_, v)| *v)
+                        };
+                        WorkerTraffic {
+                            worker: u32::from(*worker),
+                            egress_packets: get("egress_packets"),
+                            ingress_packets: get("ingress_packets"),
+                            relayed_packets: get("relayed_packets"),
+                        }
+                    })
+                    .collect();
+                w.sort_by_key(|x| x.worker);
+                w
+            },
             relays: o.ov.relay_count() as u32,
             counters,
             dataplane_counters,
