@@ -1,5 +1,6 @@
 //! The ingress side of the loop: UDP receives in, TUN writes and relayed datagrams out.
 
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -7,6 +8,7 @@ use conflux_shared::wire::record::CounterId;
 use io_uring::{cqueue, opcode, types};
 
 use super::ops::{MAX_WRITE_PARTS, Owner, op, tag};
+use super::tun_io::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use super::{CONTROL_LEN, NAME_LEN, Worker};
 use crate::buffer::Pkt;
 use crate::hop::HopTransport;
@@ -20,6 +22,34 @@ const UDP_GRO: i32 = 104;
 /// Owner-word bit (beside the owner, which uses bits 0-15 and 30-31): the packet's own
 /// datagram has room to be framed again in place.
 const ROOM: u32 = 1 << 29;
+
+/// Relayed datagrams that lie back to back in one receive buffer, all of one size but
+/// perhaps the last, for one peer: one GSO send. A GRO batch received from a tether and
+/// framed again in place for a tether of the same kind keeps its datagrams where they
+/// arrived, so a relay sends it on with one system call instead of one per datagram.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RelayRun {
+    ptr: *mut u8,
+    len: usize,
+    stride: usize,
+    last: usize,
+    count: u32,
+    peer: SocketAddr,
+    owner: Owner,
+}
+
+impl RelayRun {
+    /// Whether a datagram of `len` bytes at `ptr` for `peer` extends the run.
+    fn extends(&self, ptr: *mut u8, len: usize, peer: SocketAddr, owner: Owner) -> bool {
+        self.owner == owner
+            && self.peer == peer
+            && self.last == self.stride
+            && len <= self.stride
+            && ptr == self.ptr.wrapping_add(self.len)
+            && (self.count as usize) < MAX_GSO_SEGMENTS
+            && self.len + len <= MAX_GSO_BYTES
+    }
+}
 
 /// The GRO segment size in a received control area, if any.
 fn gro_size(control: &[u8]) -> Option<usize> {
@@ -152,10 +182,47 @@ impl<T: HopTransport> Worker<T> {
                 _ => self.release(owner),
             }
         }
+        self.flush_relay();
         for g in 0..self.coalescer.groups().len() {
             self.write_group(g);
         }
         self.ingress_pkts.clear();
+    }
+
+    /// Adds a relayed datagram to the pending GSO run, sending the run first when the
+    /// datagram does not extend it.
+    fn queue_relay(&mut self, ptr: *mut u8, len: usize, peer: SocketAddr, owner: Owner) {
+        if let Some(r) = &mut self.relay_run {
+            if r.extends(ptr, len, peer, owner) {
+                r.len += len;
+                r.last = len;
+                r.count += 1;
+                return;
+            }
+            self.flush_relay();
+        }
+        self.relay_run = Some(RelayRun {
+            ptr,
+            len,
+            stride: len,
+            last: len,
+            count: 1,
+            peer,
+            owner,
+        });
+    }
+
+    /// Sends the pending relay run: one datagram, or one GSO send of several.
+    fn flush_relay(&mut self) {
+        let Some(r) = self.relay_run.take() else {
+            return;
+        };
+        let segment = if r.count > 1 { r.stride as u16 } else { 0 };
+        if !self.send(r.ptr, r.len, r.peer, segment, r.owner, r.count) {
+            for _ in 0..r.count {
+                self.release(r.owner);
+            }
+        }
     }
 
     fn relay_one(&mut self, now: Instant, mut pkt: Pkt, tether: u32, owner: Owner) {
@@ -193,9 +260,7 @@ impl<T: HopTransport> Worker<T> {
         t.tx_bytes += range.len() as u64;
         // SAFETY: `range` lies within `buf`.
         let ptr = unsafe { buf.as_mut_ptr().add(range.start) };
-        if !self.send(ptr, range.len(), peer, 0, owner, 1) {
-            self.release(owner);
-        }
+        self.queue_relay(ptr, range.len(), peer, owner);
     }
 
     /// One vectored TUN write for a coalesced group: virtio-net header, the first packet
@@ -290,6 +355,77 @@ mod tests {
         assert_eq!(gro_size(&c[..24]), Some(1448));
         assert_eq!(gro_size(&c[..10]), None);
         assert_eq!(gro_size(&[]), None);
+    }
+
+    #[test]
+    fn a_relay_run_takes_back_to_back_datagrams_of_one_size() {
+        let mut buf = vec![0u8; 70_000];
+        let base = buf.as_mut_ptr();
+        let peer: SocketAddr = "10.0.0.2:51820".parse().unwrap();
+        let other: SocketAddr = "10.0.0.3:51820".parse().unwrap();
+        let owner = Owner::Udp(3);
+        let mut run = RelayRun {
+            ptr: base,
+            len: 1400,
+            stride: 1400,
+            last: 1400,
+            count: 1,
+            peer,
+            owner,
+        };
+        let next = base.wrapping_add(1400);
+        assert!(run.extends(next, 1400, peer, owner));
+        assert!(run.extends(next, 900, peer, owner), "a shorter last one");
+        assert!(
+            !run.extends(next, 1401, peer, owner),
+            "longer than the stride"
+        );
+        assert!(
+            !run.extends(base.wrapping_add(1404), 1400, peer, owner),
+            "a gap"
+        );
+        assert!(!run.extends(next, 1400, other, owner), "another peer");
+        assert!(
+            !run.extends(next, 1400, peer, Owner::Udp(4)),
+            "another buffer"
+        );
+        run.len += 900;
+        run.last = 900;
+        run.count += 1;
+        assert!(
+            !run.extends(base.wrapping_add(2300), 900, peer, owner),
+            "nothing after a short one"
+        );
+        // 1,000-byte datagrams: 64 of them fit in 64 KiB, so the segment limit decides.
+        let at = |k: usize| base.wrapping_add(1000 * k);
+        let almost = RelayRun {
+            len: 1000 * (MAX_GSO_SEGMENTS - 1),
+            stride: 1000,
+            last: 1000,
+            count: MAX_GSO_SEGMENTS as u32 - 1,
+            ..run
+        };
+        assert!(almost.extends(at(MAX_GSO_SEGMENTS - 1), 1000, peer, owner));
+        let full = RelayRun {
+            len: 1000 * MAX_GSO_SEGMENTS,
+            count: MAX_GSO_SEGMENTS as u32,
+            ..almost
+        };
+        assert!(
+            !full.extends(at(MAX_GSO_SEGMENTS), 1000, peer, owner),
+            "the kernel's segment limit"
+        );
+        let big = RelayRun {
+            len: 64_800,
+            stride: 1200,
+            last: 1200,
+            count: 54,
+            ..run
+        };
+        assert!(
+            !big.extends(base.wrapping_add(64_800), 1200, peer, owner),
+            "64 KiB"
+        );
     }
 
     proptest! {

@@ -136,6 +136,9 @@ pub struct Worker<T: HopTransport> {
     ranges: Vec<Range<usize>>,
     /// Slab segments: where each sealed packet's datagram starts and the GSO stride.
     slab_runs: Vec<SlabRun>,
+    /// Relayed datagrams framed in place, back to back in one receive buffer, waiting to
+    /// leave as one GSO send.
+    relay_run: Option<ingress_io::RelayRun>,
     tun_armed: bool,
     udp_armed: bool,
     next_report: Instant,
@@ -222,6 +225,7 @@ impl<T: HopTransport> Worker<T> {
             aead: vec![Verdict::Pending; BATCH],
             ranges: vec![0..0; 64],
             slab_runs: Vec::with_capacity(SLABS),
+            relay_run: None,
             tun_armed: false,
             udp_armed: false,
             next_report: now + REPORT_EVERY,

@@ -15,9 +15,9 @@ use crate::vnet::segment::{SegmentLayout, finish_checksum, max_segment_len, segm
 use crate::vnet::{GsoType, VNET_HDR_LEN, VnetHeader};
 
 /// UDP payload bytes one GSO send carries at most.
-const MAX_GSO_BYTES: usize = 65_000;
+pub(super) const MAX_GSO_BYTES: usize = 65_000;
 /// Datagrams one GSO send carries at most (the kernel's `UDP_MAX_SEGMENTS`).
-const MAX_GSO_SEGMENTS: usize = 64;
+pub(super) const MAX_GSO_SEGMENTS: usize = 64;
 
 impl<T: HopTransport> Worker<T> {
     /// One multishot TUN read completion: a packet or a GSO super-packet.
