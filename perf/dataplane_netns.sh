@@ -5,6 +5,8 @@
 #   bash perf/dataplane_netns.sh [--webrtc] [seconds] [binary]
 # --webrtc: the hops are WebRTC tethers (ICE, DTLS with the peers' fingerprints, SCTP), as
 # `conflux` makes them; without it, framing-free UDP (`kind = "plain"`), for comparison.
+# PROFILE=DIR: record `perf record -a` over each overlay iperf3 run into DIR/<path>.data
+# (then `perf report -i DIR/overlay-ab.data --sort comm,dso,sym --no-children`).
 set -euo pipefail
 webrtc=0
 if [[ ${1:-} == --webrtc ]]; then webrtc=1; shift; fi
@@ -92,8 +94,16 @@ run() { # label server-addr [bind]
     ip netns exec ${tag}b iperf3 -s -1 -p 5301 -D >/dev/null 2>&1; sleep 0.3
     local extra=()
     [[ -n ${3:-} ]] && extra=(-B "$3")
+    local rec=()
+    if [[ -n ${PROFILE:-} && $1 == overlay-* ]]; then
+        mkdir -p "$PROFILE"
+        perf record -q -a -F 1999 -o "$PROFILE/$1.data" -- sleep "$((secs - 1))" >/dev/null 2>&1 &
+        rec=($!)
+    fi
     ip netns exec ${tag}a iperf3 -c "$2" -p 5301 -t "$secs" -J "${extra[@]}" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])'
+    ((${#rec[@]})) && wait "${rec[0]}"
+    return 0
 }
 bare_ab=$(run bare-ab 10.81.0.2)
 ovl_ab=$(run overlay-ab 100.64.0.2)

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use conflux_perf::harness::results::{Params, RunResult};
 use conflux_perf::harness::scale::{self, ScaleParams, ScaleResult};
-use conflux_perf::harness::systems::{self, Env, Role, System};
+use conflux_perf::harness::systems::{self, Env, System};
 use conflux_perf::harness::{charts, netns, report, run};
 
 /// Side-by-side throughput, latency, CPU and memory of Conflux and other tunnels.
@@ -131,7 +131,7 @@ fn measure(args: &Args) -> anyhow::Result<Option<RunResult>> {
     }
     let chosen: Vec<Box<dyn System>> = systems::all()
         .into_iter()
-        .filter(|s| !args.quick || matches!(s.role(), Role::Ceiling | Role::Conflux))
+        .filter(|s| !args.quick || s.quick())
         .filter(|s| {
             args.only.is_empty()
                 || args

@@ -16,7 +16,7 @@ use super::shell::Shell;
 use super::topology::{Shape, Topology};
 
 pub use bare::BareVeth;
-pub use conflux::{ConfluxDirect, ConfluxRelayed};
+pub use conflux::{ConfluxDirect, ConfluxRelayed, Tethers};
 pub use nebula::Nebula;
 pub use wireguard::{Boringtun, KernelWireGuard, WireGuardGo};
 
@@ -83,6 +83,11 @@ pub trait System {
         Role::Peer
     }
 
+    /// Whether `--quick` (Conflux and the ceiling only) measures it.
+    fn quick(&self) -> bool {
+        matches!(self.role(), Role::Ceiling | Role::Conflux)
+    }
+
     /// The topology it runs on.
     fn shape(&self) -> Shape {
         Shape::Pair
@@ -102,13 +107,21 @@ pub trait System {
     ) -> anyhow::Result<Tunnel>;
 }
 
-/// Every system, in report order: the ceiling, Conflux, then the peers (each in its best
+/// Every system, in report order: the ceiling, Conflux (WebRTC tethers, then the plain
+/// reference), then the peers (each in its best
 /// configuration, and boringtun also in its default one).
 pub fn all() -> Vec<Box<dyn System>> {
     vec![
         Box::new(BareVeth),
-        Box::new(ConfluxDirect),
-        Box::new(ConfluxRelayed),
+        Box::new(ConfluxDirect {
+            tethers: Tethers::WebRtc,
+        }),
+        Box::new(ConfluxRelayed {
+            tethers: Tethers::WebRtc,
+        }),
+        Box::new(ConfluxDirect {
+            tethers: Tethers::Plain,
+        }),
         Box::new(Boringtun { threads: Some(1) }),
         Box::new(Boringtun { threads: None }),
         Box::new(WireGuardGo),
