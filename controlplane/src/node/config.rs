@@ -18,6 +18,9 @@
 //! advertise = ["203.0.113.7:51820"]        # default: every non-loopback IPv4 address
 //! workers = 2                              # default: one per core
 //! relay = false                            # relay other nodes' routes
+//! routing = "q-routing"                    # or "latency-only"
+//! exclude_regions = ["us-east"]            # never relay through these regions
+//! prefer_regions = ["eu-west"]             # favour relays here
 //! idle_timeout_ms = 300000
 //! rekey_interval_ms = 120000
 //! metrics_address = "127.0.0.1:9464"       # Prometheus /metrics, off unless set
@@ -162,6 +165,16 @@ pub struct Settings {
     /// Framing-free UDP tethers instead of WebRTC (for comparison benchmarks only).
     #[arg(long)]
     pub plain_tethers: Option<bool>,
+    /// Route choice: "q-routing" (default: several weighted paths, load and loss aware) or
+    /// "latency-only" (one path, the lowest latency).
+    #[arg(long)]
+    pub routing: Option<String>,
+    /// Regions whose nodes never relay this node's traffic.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_regions: Option<Vec<String>>,
+    /// Regions whose relays are favoured.
+    #[arg(long, value_delimiter = ',')]
+    pub prefer_regions: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -216,7 +229,10 @@ impl Settings {
             idle_timeout_ms,
             rekey_interval_ms,
             metrics_address,
-            plain_tethers
+            plain_tethers,
+            routing,
+            exclude_regions,
+            prefer_regions
         )
     }
 }
@@ -303,6 +319,10 @@ pub struct DataPlane {
     pub metrics_address: Option<SocketAddr>,
     /// Plain tethers.
     pub plain_tethers: bool,
+    /// The router's strategy and tunables.
+    pub routing: crate::route::RouterConfig,
+    /// Relay regions excluded or preferred.
+    pub geo: crate::route::GeoPolicy,
 }
 
 /// Data plane workers a node may ask for (one WebRTC association per worker and peer).
@@ -376,8 +396,47 @@ impl DataPlane {
             rekey_interval,
             metrics_address: s.metrics_address,
             plain_tethers,
+            routing: match s.routing.as_deref() {
+                None | Some("q-routing") => crate::route::RouterConfig::q_routing(),
+                Some("latency-only") => crate::route::RouterConfig::latency_only(),
+                Some(other) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "routing = {other:?}: use \"q-routing\" or \"latency-only\""
+                    )));
+                }
+            },
+            geo: geo_policy(
+                s.exclude_regions.as_deref().unwrap_or_default(),
+                s.prefer_regions.as_deref().unwrap_or_default(),
+            )?,
         })
     }
+}
+
+/// A geo policy from region names (checked: non-empty, no spaces, at most 64 bytes).
+pub fn geo_policy(
+    exclude: &[String],
+    prefer: &[String],
+) -> Result<crate::route::GeoPolicy, ConfigError> {
+    let region = |r: &String| {
+        if r.is_empty() || r.len() > 64 || r.chars().any(char::is_whitespace) {
+            Err(ConfigError::Invalid(format!(
+                "region {r:?}: 1 to 64 characters without spaces"
+            )))
+        } else {
+            Ok(crate::route::Region::new(r.clone()))
+        }
+    };
+    let policy = crate::route::GeoPolicy {
+        exclude: exclude.iter().map(region).collect::<Result<_, _>>()?,
+        prefer: prefer.iter().map(region).collect::<Result<_, _>>()?,
+    };
+    if let Some(r) = policy.exclude.intersection(&policy.prefer).next() {
+        return Err(ConfigError::Invalid(format!(
+            "region {r} is both excluded and preferred"
+        )));
+    }
+    Ok(policy)
 }
 
 /// The validated configuration of a node.

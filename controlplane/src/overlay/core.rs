@@ -9,7 +9,8 @@ use conflux_shared::id::{Label, NodeId, StreamId};
 use conflux_shared::proto::TetherOpen;
 use conflux_shared::wire::record::{Direction as DpDirection, TetherId, TetherState};
 
-use super::path::{OutRoute, RelayEntry};
+use super::path::RelayEntry;
+use super::route::OutRoute;
 use super::signal::Payload;
 use super::tether::Tether;
 use crate::node::core::Direction;
@@ -26,6 +27,8 @@ pub trait Directory {
     fn pair_allowed(&self, a: NodeId, b: NodeId) -> bool;
     /// Peers this node may talk to that offer to relay.
     fn relays(&self) -> Vec<NodeId>;
+    /// A trusted peer's certified region, if it declared one.
+    fn region_of(&self, peer: NodeId) -> Option<String>;
 }
 
 impl Directory for crate::node::core::Node {
@@ -43,6 +46,9 @@ impl Directory for crate::node::core::Node {
     }
     fn relays(&self) -> Vec<NodeId> {
         crate::node::core::Node::relays(self)
+    }
+    fn region_of(&self, peer: NodeId) -> Option<String> {
+        crate::node::core::Node::region_of(self, peer)
     }
 }
 
@@ -66,6 +72,13 @@ pub struct OverlayConfig {
     /// Each data plane worker's UDP port, worker 0 first (empty: one worker, the
     /// candidates' port).
     pub ports: Vec<u16>,
+    /// The router's tunables and strategy.
+    pub router: crate::route::RouterConfig,
+    /// Which relay regions are excluded or preferred.
+    pub geo: crate::route::GeoPolicy,
+    /// Unix milliseconds at start: the router's estimates are numbered from it, so a
+    /// restarted node's are never taken for stale.
+    pub unix_ms_at_start: u64,
 }
 
 /// A command for the data plane (the link fans it out to the workers).
@@ -95,12 +108,13 @@ pub enum Command {
         /// Which way.
         direction: DpDirection,
     },
-    /// Route a host address over weighted next hops (tether, label).
+    /// Route a host address over weighted legs: the associations of the tether to each
+    /// leg's first hop, the label that hop chose, and the leg's share of flows.
     InstallRoute {
         /// The destination's overlay address.
         destination: IpAddr,
-        /// Next hops.
-        hops: Vec<(TetherId, Label)>,
+        /// Legs.
+        hops: Vec<(Vec<TetherId>, Label, u16)>,
     },
     /// Remove a host route.
     RemoveRoute {
@@ -153,6 +167,13 @@ pub enum Action {
         to: NodeId,
         /// Names the request in the reply.
         request: u64,
+        /// What to send.
+        payload: Payload,
+    },
+    /// Send a signal that expects no reply.
+    Notify {
+        /// The receiver.
+        to: NodeId,
         /// What to send.
         payload: Payload,
     },
@@ -248,6 +269,8 @@ pub struct RouteView {
     pub state: String,
     /// First hop label.
     pub label: u32,
+    /// Every leg: "direct" or "via <relay>…", its state and share of flows.
+    pub paths: Vec<String>,
 }
 
 /// The overlay's totals for status and metrics.
@@ -302,6 +325,8 @@ pub struct Overlay {
     pub(super) unix_s: u64,
     /// State a previous control process left, until it is replaced or its grace ends.
     pub(super) adopted: Option<(Adopted, Instant)>,
+    /// Which paths carry traffic to each destination.
+    pub(super) router: crate::route::Router,
 }
 
 /// How often idle streams, rekeys and stuck set-ups are looked at.
@@ -314,7 +339,11 @@ const ADOPT_GRACE: Duration = Duration::from_secs(20);
 impl Overlay {
     /// An empty overlay for node `me`.
     pub fn new(cfg: OverlayConfig, me: NodeId, now: Instant) -> Self {
+        let mut router =
+            crate::route::Router::new(me, cfg.router.clone(), now, cfg.unix_ms_at_start);
+        router.set_geo(now, cfg.geo.clone());
         Self {
+            router,
             cfg,
             me,
             next_tether: 1,
@@ -445,7 +474,7 @@ impl Overlay {
 
     /// When [`Overlay::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_sweep
+        self.next_sweep.min(self.router.poll_timeout())
     }
 
     /// Totals.
@@ -683,24 +712,39 @@ impl Overlay {
     }
 
     /// A worker's telemetry about a tether.
-    pub fn handle_telemetry(&mut self, now: Instant, tether: TetherId, rtt_us: u32, bytes: u64) {
-        if let Some(t) = self.tethers.values_mut().find(|t| t.holds(tether)) {
-            if rtt_us > 0 {
-                t.rtt_us = rtt_us;
-            }
-            if bytes > 0 {
-                t.tx_bytes += bytes;
-                t.active = now;
-            }
+    pub fn handle_telemetry(
+        &mut self,
+        now: Instant,
+        tether: TetherId,
+        body: &conflux_shared::wire::record::TelemetryBody,
+        dir: &impl Directory,
+    ) {
+        let Some((peer, t)) = self.tethers.iter_mut().find(|(_, t)| t.holds(tether)) else {
+            return;
+        };
+        let peer = *peer;
+        let (rtt_us, bytes) = (body.rtt_us.get(), body.bytes.get());
+        if rtt_us > 0 {
+            t.rtt_us = rtt_us;
+        }
+        if bytes > 0 {
+            t.tx_bytes += bytes;
+            t.active = now;
+        }
+        if t.is_up() {
+            let report = crate::route::Telemetry::from_record(peer, body);
+            self.router_telemetry(now, &report, dir);
         }
     }
 
     /// Runs what is due: idle streams, rekeys, stuck tethers and set-ups, policy changes.
     pub fn handle_timeout(&mut self, now: Instant, dir: &impl Directory) {
+        self.router_timeout(now, dir);
         if now < self.next_sweep {
             return;
         }
         self.next_sweep = now + SWEEP_EVERY;
+        self.relay_tethers(now, dir);
         self.sweep_adopted(now, dir);
         let expired: Vec<(NodeId, Direction)> = self
             .out
@@ -752,6 +796,7 @@ impl Overlay {
         }
         self.sweep_tethers(now, dir);
         self.sweep_routes(now, dir);
+        self.sweep_held(now);
     }
 
     /// Tethers for status.
@@ -782,9 +827,10 @@ impl Overlay {
                     .get(d)
                     .map(|s| s.address.to_string())
                     .unwrap_or_default(),
-                via: r.via.map(|v| v.to_string()),
+                via: r.main_leg().and_then(|l| l.via()).map(|v| v.to_string()),
                 state: r.state_name().into(),
                 label: r.label(),
+                paths: r.legs.iter().map(super::route::Leg::describe).collect(),
             })
             .collect()
     }

@@ -20,12 +20,13 @@ use conflux_dataplane::control::SIGNAL_TETHER_OPEN;
 use conflux_dataplane::control::client::{Attached, ControlEnd, attach};
 use conflux_dataplane::control::snapshot::Snapshot;
 use conflux_dataplane::counters::monotonic_ns;
-use conflux_shared::id::StreamId;
+use conflux_shared::id::{Label, StreamId};
 use conflux_shared::proto::TetherOpen;
 use conflux_shared::wire::record::{
     Direction as DpDirection, InstallRelayBody, InstallRouteBody, InstallStreamBody,
-    InstallTetherBody, IpPrefix, NextHop, RecordBody, RecordRef, RemoveRelayBody, RemoveRouteBody,
-    RemoveStreamBody, RemoveTetherBody, RingRecord, TetherId, TetherState,
+    InstallTetherBody, IpPrefix, MAX_NEXT_HOPS, NextHop, RecordBody, RecordRef, RemoveRelayBody,
+    RemoveRouteBody, RemoveStreamBody, RemoveTetherBody, RingRecord, TelemetryBody, TetherId,
+    TetherState,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -89,16 +90,7 @@ pub enum Report {
     /// A tether changed state.
     TetherState(TetherId, TetherState),
     /// A tether's measurements.
-    Telemetry {
-        /// The tether.
-        tether: TetherId,
-        /// Smoothed RTT, microseconds.
-        rtt_us: u32,
-        /// Loss, parts per million.
-        loss_ppm: u32,
-        /// Bytes since the previous report.
-        bytes: u64,
-    },
+    Telemetry(TelemetryBody),
     /// A stream moved packets.
     Activity {
         /// The data plane's stream id.
@@ -316,12 +308,7 @@ fn decode(rec: &RingRecord) -> Option<Report> {
     Some(match rec.decode().ok()? {
         RecordRef::Miss(m) => Report::Miss(m.destination.ip()),
         RecordRef::TetherState(t) => Report::TetherState(t.tether.get(), t.state),
-        RecordRef::Telemetry(t) => Report::Telemetry {
-            tether: t.tether.get(),
-            rtt_us: t.rtt_us.get(),
-            loss_ppm: t.loss_ppm.get(),
-            bytes: t.bytes.get(),
-        },
+        RecordRef::Telemetry(t) => Report::Telemetry(*t),
         RecordRef::StreamActivity(a) => Report::Activity {
             stream_id: a.stream_id,
             direction: a.direction,
@@ -373,6 +360,33 @@ impl Placement {
         let mine: Vec<TetherId> = all.iter().copied().filter(|t| self.holds(w, *t)).collect();
         if mine.is_empty() { all.to_vec() } else { mine }
     }
+
+    /// A route's next hops on worker `w`: each leg's weight split over the associations of
+    /// its tether that the worker holds. A route entry has room for [`MAX_NEXT_HOPS`]; when
+    /// the split would not fit, each leg keeps one association, then the heaviest legs.
+    fn route_on_worker(&self, w: usize, legs: &[(Vec<TetherId>, Label, u16)]) -> Vec<NextHop> {
+        let groups: Vec<(Vec<TetherId>, Label, u16)> = legs
+            .iter()
+            .map(|(ids, l, weight)| (self.on_worker(w, ids), *l, *weight))
+            .collect();
+        let total: usize = groups.iter().map(|g| g.0.len()).sum();
+        let mut out = Vec::new();
+        if total <= MAX_NEXT_HOPS {
+            for (ids, label, weight) in &groups {
+                let share = (*weight / ids.len().max(1) as u16).max(1);
+                out.extend(ids.iter().map(|t| NextHop::new(*t, *label, share)));
+            }
+        } else {
+            let mut by_weight: Vec<&(Vec<TetherId>, Label, u16)> = groups.iter().collect();
+            by_weight.sort_by_key(|g| std::cmp::Reverse(g.2));
+            for (ids, label, weight) in by_weight.into_iter().take(MAX_NEXT_HOPS) {
+                // The label spreads routes over the associations one entry can name.
+                let t = ids[*label as usize % ids.len().max(1)];
+                out.push(NextHop::new(t, *label, (*weight).max(1)));
+            }
+        }
+        out
+    }
 }
 
 fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Command) {
@@ -420,14 +434,8 @@ fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Comma
             ),
         ),
         Command::InstallRoute { destination, hops } => {
-            let all: Vec<TetherId> = hops.iter().map(|(t, _)| *t).collect();
             for (w, end) in workers.iter_mut().enumerate() {
-                let mine = placement.on_worker(w, &all);
-                let hops: Vec<NextHop> = hops
-                    .iter()
-                    .filter(|(t, _)| mine.contains(t))
-                    .map(|(t, l)| NextHop::new(*t, *l, 1))
-                    .collect();
+                let hops = placement.route_on_worker(w, &hops);
                 match InstallRouteBody::forward(IpPrefix::host(destination), &hops)
                     .map_err(|e| e.to_string())
                     .and_then(|b| RingRecord::encode(&b).map_err(|e| e.to_string()))

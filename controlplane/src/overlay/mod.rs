@@ -14,9 +14,13 @@
 //! - **Tethers on demand.** One tether per next-hop node, shared by every stream through
 //!   it: an offer/answer signal exchange (ICE credentials, DTLS fingerprint, candidates),
 //!   signed with ML-DSA; the node with the smaller id wins when two offers cross.
-//! - **Routes.** Direct when the tether to the destination comes up; otherwise through a
-//!   relay the source has a tether to, set up hop by hop with route messages. Each hop
-//!   picks the label it receives on; relays swap labels without the stream key.
+//! - **Routes.** The first packet builds a route at once: direct when the tether to the
+//!   destination comes up, otherwise through a relay. Then the router ([`crate::route`],
+//!   cooperative Q-routing fed by tether telemetry and neighbours' estimates) decides:
+//!   one or several weighted paths per destination, set up hop by hop with route messages
+//!   and spread over by flow hash; a failed tether moves traffic to the next-best path;
+//!   geo policy excludes or prefers relay regions. Each hop picks the label it receives
+//!   on; relays swap labels without the stream key.
 //! - **Rekey.** A stream that is in use gets a fresh handshake every rekey interval; the
 //!   new key takes the other key epoch, and the receiver installs it before answering, so
 //!   nothing is dropped at the switch.
@@ -26,6 +30,8 @@
 mod core;
 pub mod link;
 mod path;
+mod route;
+mod routing;
 pub mod signal;
 mod tether;
 

@@ -23,6 +23,8 @@ pub enum Payload {
     Answer(TetherAnswer),
     /// A route message (set-up, ack, tear-down) in its wire form.
     Route(Vec<u8>),
+    /// The router's estimates for a neighbour (no reply).
+    Estimates(Vec<u8>),
 }
 
 /// Why a signal was ignored.
@@ -64,6 +66,7 @@ pub fn encode(from: NodeId, to: NodeId, now_unix_ms: u64, payload: Payload) -> V
         Payload::Offer(o) => Body::TetherOffer(o),
         Payload::Answer(a) => Body::TetherAnswer(a),
         Payload::Route(r) => Body::Route(r),
+        Payload::Estimates(e) => Body::Estimates(e),
     };
     Signal {
         from: from.0.to_vec(),
@@ -97,6 +100,7 @@ pub fn decode(bytes: &[u8], me: NodeId, now_unix_ms: u64) -> Result<Received, Si
         Body::TetherOffer(o) => Payload::Offer(o),
         Body::TetherAnswer(a) => Payload::Answer(a),
         Body::Route(r) => Payload::Route(r),
+        Body::Estimates(e) => Payload::Estimates(e),
     };
     Ok(Received {
         from,

@@ -34,6 +34,9 @@ impl Directory for Dir {
     fn relays(&self) -> Vec<NodeId> {
         vec![id(2)].into_iter().filter(|r| *r != self.me).collect()
     }
+    fn region_of(&self, _peer: NodeId) -> Option<String> {
+        None
+    }
 }
 
 fn id(b: u8) -> NodeId {
@@ -50,6 +53,9 @@ fn cfg(relay: bool) -> OverlayConfig {
         fingerprint: "sha-256 00".into(),
         candidates: vec!["10.0.0.1:51820".into()],
         ports: Vec::new(),
+        router: crate::route::RouterConfig::q_routing(),
+        geo: crate::route::GeoPolicy::open(),
+        unix_ms_at_start: 1_000_000_000,
     }
 }
 
@@ -63,6 +69,7 @@ struct World {
     wants: Vec<(NodeId, NodeId)>,
     /// Requests answered later (relayed set-ups).
     held_requests: Vec<(NodeId, u64)>,
+    start: Instant,
 }
 
 impl World {
@@ -90,6 +97,7 @@ impl World {
             now,
             wants: Vec::new(),
             held_requests: Vec::new(),
+            start: now,
         }
     }
 
@@ -152,6 +160,10 @@ impl World {
                     self.held_requests.push((me, request));
                 }
             }
+            Action::Notify { to, payload } => {
+                let (ov, d) = self.nodes.get_mut(&to).unwrap();
+                assert!(ov.handle_signal(now, me, payload, 0, d).is_none());
+            }
             Action::Reply { token, payload } => {
                 let from = id((token / 1000) as u8);
                 let request = token % 1000;
@@ -201,7 +213,12 @@ impl World {
             .into_iter()
             .flatten()
             .filter_map(|c| match c {
-                Command::InstallRoute { destination, hops } => Some((*destination, hops.clone())),
+                Command::InstallRoute { destination, hops } => Some((
+                    *destination,
+                    hops.iter()
+                        .map(|(ids, label, _)| (ids[0], *label))
+                        .collect(),
+                )),
                 _ => None,
             })
             .collect()
@@ -233,13 +250,23 @@ fn a_miss_asks_for_a_stream_and_a_direct_route_follows() {
     let c_label = w.nodes[&c].0.inb[&a].label;
     assert_eq!(hops[0].1, c_label, "the first hop label is the one C chose");
     let tethers_a = w.nodes[&a].0.tethers();
-    assert_eq!(tethers_a.len(), 1);
-    assert_eq!(tethers_a[0].state, "up");
-    assert_eq!(
-        w.nodes[&c].0.tethers().len(),
-        1,
-        "one tether, shared by both ends"
+    let to_c: Vec<_> = tethers_a
+        .iter()
+        .filter(|t| t.peer == c.to_string())
+        .collect();
+    assert_eq!(to_c.len(), 1, "{tethers_a:?}");
+    assert_eq!(to_c[0].state, "up");
+    assert!(
+        tethers_a.iter().any(|t| t.peer == id(2).to_string()),
+        "a keeps a tether to the relay for other paths: {tethers_a:?}"
     );
+    let c_to_a = w.nodes[&c]
+        .0
+        .tethers()
+        .into_iter()
+        .filter(|t| t.peer == a.to_string())
+        .count();
+    assert_eq!(c_to_a, 1, "one tether, shared by both ends");
 }
 
 #[test]
@@ -544,4 +571,90 @@ fn an_offer_with_impossible_worker_ports_is_declined() {
         .unwrap();
     assert!(matches!(answer, super::signal::Payload::Answer(x) if !x.accepted));
     assert!(opens(&drain(&mut oc)).is_empty());
+}
+
+impl World {
+    /// Lets `d` pass in 100 ms steps: every up tether reports telemetry (1 ms RTT, no loss)
+    /// from each end, and every node runs its timers.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(100);
+            let now = self.now;
+            for (ov, dir) in self.nodes.values_mut() {
+                let ids: Vec<TetherId> = ov
+                    .tethers()
+                    .iter()
+                    .filter(|t| t.state == "up")
+                    .map(|t| t.id)
+                    .collect();
+                for t in ids {
+                    let body = conflux_shared::wire::record::TelemetryBody::new(
+                        t, 0, 1_000, 0, 10_000, 10, 0,
+                    );
+                    ov.handle_telemetry(now, t, &body, dir);
+                }
+                ov.set_unix_time(1_000_000 + (now - self.start).as_secs());
+                ov.handle_timeout(now, dir);
+            }
+            self.settle();
+        }
+    }
+}
+
+#[test]
+fn the_router_keeps_a_standby_through_the_relay_and_fails_over_without_a_round_trip() {
+    let mut w = World::new();
+    let (a, r, c) = (id(1), id(2), id(3));
+    let now = w.now;
+    let (ov, d) = w.nodes.get_mut(&a).unwrap();
+    ov.handle_miss(now, "100.64.0.3".parse().unwrap(), d);
+    w.settle();
+    w.stream(a, c, 7);
+    w.settle();
+    w.run_for(Duration::from_secs(8));
+    let view = w.nodes[&a].0.routes();
+    let to_c = view
+        .iter()
+        .find(|v| v.destination == c.to_string())
+        .expect("a route to c");
+    assert!(
+        to_c.paths.iter().any(|p| p.starts_with("direct up")),
+        "{to_c:?}"
+    );
+    assert!(
+        to_c.paths
+            .iter()
+            .any(|p| p.starts_with(&format!("via {r} up"))),
+        "the relay path is set up too: {to_c:?}"
+    );
+    // The direct tether dies: the next route written goes through the relay at once.
+    let direct = w.nodes[&a]
+        .0
+        .tethers()
+        .into_iter()
+        .find(|t| t.peer == c.to_string())
+        .unwrap()
+        .id;
+    w.commands.clear();
+    let t = w.now;
+    let (ov, d) = w.nodes.get_mut(&a).unwrap();
+    ov.handle_tether_state(t, direct, TetherState::Down, d);
+    let acts = drain(ov);
+    let installs: Vec<_> = acts
+        .iter()
+        .filter_map(|x| match x {
+            Action::Command(Command::InstallRoute { hops, .. }) => Some(hops.clone()),
+            _ => None,
+        })
+        .collect();
+    let relay_label = w.nodes[&r]
+        .0
+        .relays
+        .values()
+        .map(|e| e.in_label)
+        .collect::<Vec<_>>();
+    let last = installs.last().expect("the route is rewritten at once");
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert!(relay_label.contains(&last[0].1), "through r: {last:?}");
 }

@@ -184,7 +184,7 @@ impl Overlay {
             if !retry {
                 return;
             }
-            self.close_tether_quietly(peer);
+            self.close_tether_quietly(now, peer);
         }
         self.next_session = self.next_session.wrapping_add(1);
         let t = self.new_tether(now, true, self.next_session);
@@ -231,9 +231,9 @@ impl Overlay {
             }
             // The peer restarted or lost its tether: the new offer replaces this one, and
             // what used it waits for the new one.
-            self.park_routes_through(from, false);
+            self.park_routes_through(now, from, false);
             self.drop_relays_through(from);
-            self.close_tether_quietly(from);
+            self.close_tether_quietly(now, from);
         }
         let mut t = self.new_tether(now, false, offer.session);
         t.phase = Phase::Opening;
@@ -411,6 +411,7 @@ impl Overlay {
         t.since = now;
         t.active = now;
         tracing::info!(%peer, tether = t.id, "tether up");
+        self.neighbour_up(now, peer, dir);
         self.tether_changed(now, peer, dir);
     }
 
@@ -430,6 +431,7 @@ impl Overlay {
         for tether in ids {
             self.command(Command::RemoveTether { tether });
         }
+        self.neighbour_down(now, peer, dir);
         self.tether_changed(now, peer, dir);
     }
 
@@ -440,11 +442,13 @@ impl Overlay {
             for tether in t.ids() {
                 self.command(Command::RemoveTether { tether });
             }
+            self.neighbour_gone(now, peer, dir);
             self.tether_changed(now, peer, dir);
         }
     }
 
-    fn close_tether_quietly(&mut self, peer: NodeId) {
+    fn close_tether_quietly(&mut self, now: Instant, peer: NodeId) {
+        self.router.remove_neighbour(now, peer);
         if let Some(t) = self.tethers.remove(&peer)
             && t.phase != Phase::Failed
         {
@@ -452,21 +456,6 @@ impl Overlay {
                 self.command(Command::RemoveTether { tether });
             }
         }
-    }
-
-    /// Routes and relay entries that use the tether to `peer`.
-    pub(super) fn tether_users(&self, peer: NodeId) -> usize {
-        let routes = self
-            .routes
-            .values()
-            .filter(|r| r.first_hop() == Some(peer))
-            .count();
-        let relays = self
-            .relays
-            .values()
-            .filter(|r| r.next == peer || r.previous == peer)
-            .count();
-        routes + relays
     }
 
     /// Fails tethers stuck in set-up, and closes unused ones after the idle timeout.

@@ -163,6 +163,14 @@ impl Node {
             .and_then(|p| p.cert.overlay_address.parse().ok())
     }
 
+    /// A trusted peer's certified region (`None` when it declared none).
+    pub fn region_of(&self, peer: NodeId) -> Option<String> {
+        self.peers
+            .get(&peer)
+            .map(|p| p.cert.region.clone())
+            .filter(|r| !r.is_empty())
+    }
+
     /// Whether this node may talk to `peer` now.
     pub fn allows(&self, peer: NodeId) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.verdict.allows())

@@ -198,6 +198,9 @@ pub(super) async fn start(
             fingerprint,
             candidates,
             ports,
+            router: cfg.routing.clone(),
+            geo: cfg.geo.clone(),
+            unix_ms_at_start: now().unix_ms,
         },
         me,
         Instant::now(),
@@ -222,12 +225,9 @@ impl Driver {
         match r {
             Report::Miss(dst) => o.ov.handle_miss(t, dst, &self.node),
             Report::TetherState(id, state) => o.ov.handle_tether_state(t, id, state, &self.node),
-            Report::Telemetry {
-                tether,
-                rtt_us,
-                bytes,
-                ..
-            } => o.ov.handle_telemetry(t, tether, rtt_us, bytes),
+            Report::Telemetry(body) => {
+                o.ov.handle_telemetry(t, body.tether.get(), &body, &self.node)
+            }
             Report::Activity {
                 stream_id,
                 direction,
@@ -251,10 +251,7 @@ impl Driver {
 
     /// A signal on this node's signal subject.
     pub(super) async fn signal(&mut self, m: async_nats::Message) {
-        let Some(reply_to) = m.reply else {
-            self.node.ignore(Ignored::Malformed);
-            return;
-        };
+        let reply_to = m.reply;
         let n = now();
         let rx = match signal::decode(&m.payload, self.node.node_id(), n.unix_ms) {
             Ok(rx) => rx,
@@ -279,10 +276,18 @@ impl Driver {
         o.ov.set_unix_time(n.unix_s());
         let token = o.next_token;
         o.next_token += 1;
-        match o
-            .ov
-            .handle_signal(n.mono, rx.from, rx.payload, token, &self.node)
-        {
+        // Estimates are the only signal sent without a reply subject.
+        let notify = matches!(rx.payload, Payload::Estimates(_));
+        if notify != reply_to.is_none() {
+            self.node.ignore(Ignored::Malformed);
+            return;
+        }
+        let reply =
+            o.ov.handle_signal(n.mono, rx.from, rx.payload, token, &self.node);
+        let Some(reply_to) = reply_to else {
+            return;
+        };
+        match reply {
             Some(reply) => {
                 // Whatever the signal changed reaches the data plane before the answer.
                 self.flush().await;
@@ -368,6 +373,7 @@ impl Driver {
                     via: r.via.unwrap_or_default(),
                     state: r.state,
                     label: r.label,
+                    paths: r.paths,
                 })
                 .collect(),
             tethers: o
@@ -456,6 +462,13 @@ impl Driver {
                         };
                         let _ = tx.send(Internal::SignalReply { to, request, reply });
                     });
+                }
+                Action::Notify { to, payload } => {
+                    let bytes = self.sign(to, payload);
+                    let subject = subjects::signal(self.node.realm(), to);
+                    if let Err(e) = self.client.publish(subject, bytes.into()).await {
+                        debug!("signal to {to}: {e}");
+                    }
                 }
                 Action::Reply { token, payload } => {
                     if let Some((subject, to)) = o.replies.remove(&token) {

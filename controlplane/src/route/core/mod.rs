@@ -90,6 +90,17 @@ pub struct Router {
     counters: RouterCounters,
 }
 
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("me", &self.me)
+            .field("neighbours", &self.neighbours.len())
+            .field("destinations", &self.dests.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Router {
     /// A router for node `me`. `sequence_start` seeds the estimate sequence numbers; pass the
     /// Unix time in milliseconds so they keep increasing across restarts.
@@ -200,6 +211,25 @@ impl Router {
     /// The geo policy in force.
     pub fn geo(&self) -> &GeoPolicy {
         &self.geo
+    }
+
+    /// The regions known so far.
+    pub fn regions(&self) -> &BTreeMap<NodeId, Region> {
+        &self.regions
+    }
+
+    /// `(neighbour, destination)` for every destination a neighbour wants through this
+    /// node (wants not yet expired).
+    pub fn wanted_by_neighbours(&self, now: Instant) -> BTreeSet<(NodeId, NodeId)> {
+        self.neighbours
+            .iter()
+            .flat_map(|(n, nb)| {
+                nb.wants
+                    .iter()
+                    .filter(move |(_, (_, expiry))| *expiry > now)
+                    .map(move |(d, _)| (*n, *d))
+            })
+            .collect()
     }
 
     /// A worker's telemetry report on the tether to a neighbour.

@@ -43,7 +43,11 @@ impl Router {
             let held = dest.advertised_at.is_some_and(|t| now < t + ADVERTISE_HOLD);
             let clearly_cheaper =
                 best.0 < cost * (1.0 - ADVERTISE_SWITCH) && best.0 < cost - ADVERTISE_SWITCH_US;
-            (held || !clearly_cheaper).then_some((cost, c, p[0]))
+            // A shorter path that costs no more always wins: otherwise a detour taken while
+            // the direct link was still on probation would be kept on links whose costs
+            // differ by less than the switch margin.
+            let shorter = best.1.path.len() < p.len() && best.0 <= cost;
+            (held || !(clearly_cheaper || shorter)).then_some((cost, c, p[0]))
         });
         let (cost, c, via) = kept.unwrap_or(best);
         // The confidence of the last update, not decayed by its age: age is this node's
