@@ -110,6 +110,8 @@ pub struct Route {
     pub state: String,
     /// First hop label.
     pub label: u32,
+    /// Every leg: "direct" or "via <relay>…", its state and share of flows.
+    pub paths: Vec<String>,
 }
 
 /// One tether in `conflux-ctl tethers --json`.

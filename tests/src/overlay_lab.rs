@@ -285,6 +285,83 @@ impl Lab {
         }
     }
 
+    /// Limits what `from` sends to `to` over the underlay to `mbit` Mbit/s (an HTB class
+    /// on `from`'s interface), as a slower link between two sites would.
+    pub fn shape(&self, from: &str, to: &str, mbit: u32) {
+        let nf = &self.nodes[from];
+        let dst = &self.nodes[to].underlay;
+        let minor = dst.rsplit('.').next().unwrap_or("10");
+        let tc = |args: &[&str]| {
+            let mut full = vec!["ip", "netns", "exec", &nf.ns, "tc"];
+            full.extend_from_slice(args);
+            sh(&full)
+        };
+        let has_root = String::from_utf8_lossy(&tc(&["qdisc", "show", "dev", "eth0"]).stdout)
+            .contains("htb 1:");
+        let must_tc = |args: &[&str]| {
+            let out = tc(args);
+            assert!(
+                out.status.success(),
+                "tc {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        if !has_root {
+            must_tc(&[
+                "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb", "default", "99",
+            ]);
+            must_tc(&[
+                "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:99", "htb", "rate",
+                "20gbit",
+            ]);
+        }
+        let rate = format!("{mbit}mbit");
+        let class = format!("1:{minor}");
+        must_tc(&[
+            "class", "add", "dev", "eth0", "parent", "1:", "classid", &class, "htb", "rate", &rate,
+            "ceil", &rate,
+        ]);
+        must_tc(&[
+            "filter",
+            "add",
+            "dev",
+            "eth0",
+            "parent",
+            "1:",
+            "protocol",
+            "ip",
+            "prio",
+            "1",
+            "u32",
+            "match",
+            "ip",
+            "dst",
+            &format!("{dst}/32"),
+            "flowid",
+            &class,
+        ]);
+    }
+
+    /// Pings `to`'s overlay address from `from` every `interval_ms` for `count` requests,
+    /// in the background.
+    pub fn ping_start(&self, from: &str, to: &str, interval_ms: u32, count: u32) -> PingRun {
+        let addr = self.address(to);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.nodes[from].ns])
+            .args(["ping", "-n", "-W", "1", "-c", &count.to_string()])
+            .args(["-i", &format!("{:.3}", f64::from(interval_ms) / 1000.0)])
+            .arg(&addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ping");
+        PingRun {
+            child,
+            interval_ms,
+            count,
+        }
+    }
+
     /// Runs a command in a node's namespace.
     pub fn exec(&self, node: &str, args: &[&str]) -> Output {
         let mut full = vec!["ip", "netns", "exec", &self.nodes[node].ns];
@@ -395,6 +472,52 @@ impl Lab {
             .status()
             .map(|s| s.node_id)
             .unwrap_or_default()
+    }
+}
+
+/// A running `ping` series.
+pub struct PingRun {
+    child: std::process::Child,
+    interval_ms: u32,
+    count: u32,
+}
+
+/// What a `ping` series saw.
+#[derive(Debug, Clone)]
+pub struct PingResult {
+    /// Replies received.
+    pub received: u32,
+    /// Requests sent.
+    pub sent: u32,
+    /// The longest run of requests without a reply, as time (requests × interval).
+    pub longest_gap: Duration,
+}
+
+impl PingRun {
+    /// Waits for the series to end.
+    pub fn finish(self) -> PingResult {
+        let out = self.child.wait_with_output().expect("waiting for ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut seqs: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.split("icmp_seq=").nth(1))
+            .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        // Sequence numbers start at 1; a gap before the first or after the last reply
+        // counts too.
+        let mut longest = 0u32;
+        let mut prev = 0u32;
+        for s in seqs.iter().copied().chain([self.count + 1]) {
+            longest = longest.max(s.saturating_sub(prev + 1));
+            prev = s;
+        }
+        PingResult {
+            received: seqs.len() as u32,
+            sent: self.count,
+            longest_gap: Duration::from_millis(u64::from(longest * self.interval_ms)),
+        }
     }
 }
 

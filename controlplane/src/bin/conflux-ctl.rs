@@ -41,6 +41,26 @@ enum Command {
         #[command(subcommand)]
         op: TaintOp,
     },
+    /// Which regions relays may be in: shown, or replaced with `geo set`.
+    Geo {
+        #[command(subcommand)]
+        op: Option<GeoOp>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GeoOp {
+    /// Show the policy and the known relays' regions.
+    Show,
+    /// Replace the policy (an empty list clears it).
+    Set {
+        /// Regions whose relays never carry this node's traffic.
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
+        /// Regions whose relays are favoured.
+        #[arg(long, value_delimiter = ',')]
+        prefer: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +152,18 @@ async fn run(args: Args) -> anyhow::Result<String> {
             .map_err(status_error)?
             .into_inner();
             pick(json, &r, render::taint_set)
+        }
+        Command::Geo { op } => {
+            let request = match op {
+                None | Some(GeoOp::Show) => proto::GeoRequest::default(),
+                Some(GeoOp::Set { exclude, prefer }) => proto::GeoRequest {
+                    set: true,
+                    exclude,
+                    prefer,
+                },
+            };
+            let r = c.geo(request).await.map_err(status_error)?.into_inner();
+            pick(json, &r, render::geo)
         }
     };
     Ok(out)

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 
-use super::proto::{OverlayReply, PeersReply, StatusReply, StreamsReply, TaintReply};
+use super::proto::{GeoReply, OverlayReply, PeersReply, StatusReply, StreamsReply, TaintReply};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -226,6 +226,29 @@ pub fn tethers(o: &OverlayReply) -> String {
         ]);
     }
     t.to_string()
+}
+
+/// `conflux-ctl geo`: the policy and the relays' regions.
+pub fn geo(g: &GeoReply) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "(none)".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    let mut out = format!(
+        "exclude: {}\nprefer:  {}\n",
+        list(&g.exclude),
+        list(&g.prefer)
+    );
+    let mut t = table(&["relay", "region"]);
+    for r in &g.relays {
+        let (node, region) = r.split_once(' ').unwrap_or((r.as_str(), "-"));
+        t.add_row(vec![node.to_owned(), region.to_owned()]);
+    }
+    out.push_str(&t.to_string());
+    out
 }
 
 /// `conflux-ctl taint ls|add|rm`: the resulting taint set.

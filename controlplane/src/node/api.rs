@@ -32,6 +32,13 @@ pub enum ApiRequest {
     TaintList(oneshot::Sender<proto::TaintReply>),
     /// `Overlay`.
     Overlay(oneshot::Sender<proto::OverlayReply>),
+    /// `Geo`: show, or replace when the request says `set`.
+    Geo {
+        /// The request.
+        request: proto::GeoRequest,
+        /// The policy in force afterwards, or why it was refused.
+        reply: oneshot::Sender<Result<proto::GeoReply, Status>>,
+    },
     /// `TaintAdd` (`add`) or `TaintRemove`.
     TaintChange {
         /// Add rather than remove.
@@ -183,6 +190,16 @@ impl Control for Service {
         self.ask(ApiRequest::Overlay).await.map(Response::new)
     }
 
+    async fn geo(
+        &self,
+        r: Request<proto::GeoRequest>,
+    ) -> Result<Response<proto::GeoReply>, Status> {
+        let request = r.into_inner();
+        self.ask(|reply| ApiRequest::Geo { request, reply })
+            .await?
+            .map(Response::new)
+    }
+
     async fn taint_list(
         &self,
         _: Request<proto::TaintListRequest>,
@@ -239,6 +256,7 @@ mod tests {
                 ApiRequest::Peers(tx) => drop(tx.send(Default::default())),
                 ApiRequest::Streams(tx) => drop(tx.send(Default::default())),
                 ApiRequest::Overlay(tx) => drop(tx.send(Default::default())),
+                ApiRequest::Geo { reply, .. } => drop(reply.send(Ok(Default::default()))),
             }
         }
     }

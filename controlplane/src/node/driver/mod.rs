@@ -568,6 +568,7 @@ impl Driver {
             ApiRequest::Peers(tx) => drop(tx.send(self.node.peers())),
             ApiRequest::Streams(tx) => drop(tx.send(self.node.streams())),
             ApiRequest::Overlay(tx) => drop(tx.send(self.overlay_reply())),
+            ApiRequest::Geo { request, reply } => drop(reply.send(self.geo(&request))),
             ApiRequest::TaintList(tx) => drop(tx.send(proto::TaintReply {
                 taints: self.node.taints(),
             })),

@@ -332,6 +332,44 @@ impl Driver {
         }
     }
 
+    /// `conflux-ctl geo`: the relay geo policy, replaced first when asked.
+    pub(super) fn geo(
+        &mut self,
+        r: &crate::ctl::proto::GeoRequest,
+    ) -> Result<crate::ctl::proto::GeoReply, tonic::Status> {
+        let Some(o) = self.overlay.as_mut() else {
+            return Err(tonic::Status::failed_precondition(
+                "no data plane: this node runs the control plane only",
+            ));
+        };
+        if r.set {
+            let policy = crate::node::config::geo_policy(&r.exclude, &r.prefer)
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            info!(exclude = ?r.exclude, prefer = ?r.prefer, "geo policy changed");
+            o.ov.set_geo(now().mono, policy, &self.node);
+        }
+        let geo = o.ov.router().geo();
+        let names = |s: &std::collections::BTreeSet<crate::route::Region>| {
+            s.iter().map(|r| r.0.clone()).collect::<Vec<_>>()
+        };
+        let relays = self
+            .node
+            .relays()
+            .into_iter()
+            .map(|n| {
+                format!(
+                    "{n} {}",
+                    self.node.region_of(n).unwrap_or_else(|| "-".into())
+                )
+            })
+            .collect();
+        Ok(crate::ctl::proto::GeoReply {
+            exclude: names(&geo.exclude),
+            prefer: names(&geo.prefer),
+            relays,
+        })
+    }
+
     /// The overlay's state for `conflux-ctl routes|tethers`.
     pub(super) fn overlay_reply(&self) -> crate::ctl::proto::OverlayReply {
         use crate::ctl::proto::{OverlayReply, OverlayRoute, OverlayTether, WorkerTraffic};
