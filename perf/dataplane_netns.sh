@@ -5,6 +5,8 @@
 #   bash perf/dataplane_netns.sh [--webrtc] [seconds] [binary]
 # --webrtc: the hops are WebRTC tethers (ICE, DTLS with the peers' fingerprints, SCTP), as
 # `conflux` makes them; without it, framing-free UDP (`kind = "plain"`), for comparison.
+# WORKERS=N: workers per data plane (default 1; WebRTC tethers open on worker 0 only, so
+# use N > 1 with plain tethers).
 # PROFILE=DIR: record `perf record -a` over each overlay iperf3 run into DIR/<path>.data
 # (then `perf report -i DIR/overlay-ab.data --sort comm,dso,sym --no-children`).
 set -euo pipefail
@@ -40,7 +42,7 @@ ip -n ${tag}a route add 10.83.0.0/24 via 10.82.0.2
 ip -n ${tag}b route add 10.82.0.0/24 via 10.83.0.1
 
 dp() { # node host
-    ip netns exec $tag$1 "$bin" run --tun cfx0 --address 100.64.0.$2/24 --workers 1 --no-pin \
+    ip netns exec $tag$1 "$bin" run --tun cfx0 --address 100.64.0.$2/24 --workers ${WORKERS:-1} --no-pin \
         --socket "$dir/$1.sock" >"$dir/dp-$1.log" 2>&1 &
     pids+=($!)
 }

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use conflux_dataplane::tether::record::{
     DirectionKey, RECORD_HEADROOM, RecordOpener, RecordSealer, TAG_LEN, content,
 };
-use conflux_dataplane::tether::sctp::wire::DATA_OFFSET;
+use conflux_dataplane::tether::sctp::wire::{DATA_OFFSET, Packet};
 use conflux_dataplane::tether::sctp::{AssocConfig, AssocParams, Association, Messages};
 use conflux_dataplane::tether::{
     HEADROOM, IceCredentials, LocalCertificate, MAX_DATAGRAM, OutPacket, TAILROOM, Tether,
@@ -122,6 +122,40 @@ fn sctp(c: &mut Criterion) {
                     b.handle_packet(now, &ctl[..m]).unwrap();
                 }
                 assert_eq!(delivered, BATCH);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The receive-side header check of one SCTP DATA packet, side by side: with its CRC32c
+/// (`Packet::parse`, the handshake path) and as the data path reads it, inside an
+/// authenticated DTLS record (`Packet::parse_authenticated`).
+fn sctp_receive_check(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tether/sctp_receive_check");
+    let now = Instant::now();
+    for len in SIZES {
+        g.throughput(Throughput::Bytes((BATCH * len) as u64));
+        let mut a = Association::new(params(11, 22), AssocConfig::default(), now);
+        let mut buf = vec![0u8; DATA_OFFSET + len + 3];
+        let n = a.frame_data(now, &mut buf, len, 0).unwrap();
+        let packet = &buf[..n];
+        g.bench_function(BenchmarkId::new("crc32c", len), |bn| {
+            bn.iter(|| {
+                (0..BATCH)
+                    .map(|_| Packet::parse(std::hint::black_box(packet)).unwrap().vtag)
+                    .fold(0u32, u32::wrapping_add)
+            })
+        });
+        g.bench_function(BenchmarkId::new("authenticated", len), |bn| {
+            bn.iter(|| {
+                (0..BATCH)
+                    .map(|_| {
+                        Packet::parse_authenticated(std::hint::black_box(packet))
+                            .unwrap()
+                            .vtag
+                    })
+                    .fold(0u32, u32::wrapping_add)
             })
         });
     }
@@ -439,6 +473,7 @@ criterion_group!(
     aes_gcm,
     dtls_record,
     sctp,
+    sctp_receive_check,
     full_tether,
     rtc_peer_connection
 );

@@ -307,9 +307,10 @@ impl Association {
         Ok(n)
     }
 
-    /// Processes one plaintext inbound packet.
+    /// Processes one plaintext inbound packet, just opened from an authenticated DTLS
+    /// record (so its checksum is not checked again: see [`Packet::parse_authenticated`]).
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<Inbound, WireError> {
-        let p = Packet::parse(packet)?;
+        let p = Packet::parse_authenticated(packet)?;
         if p.vtag != self.params.local_vtag {
             return Err(WireError::VerificationTag);
         }

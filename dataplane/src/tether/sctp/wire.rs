@@ -144,6 +144,15 @@ impl<'a> Packet<'a> {
         })
     }
 
+    /// Parses the common header of a packet that arrived inside an authenticated DTLS
+    /// record. The record's AEAD tag already covers every byte of it, so the CRC32c, which
+    /// only detects corruption, is not computed a second time (RFC 9653 lets an SCTP
+    /// receiver over DTLS accept even a zero checksum for the same reason). Packets are
+    /// still sent with a correct checksum, for peers that do check it.
+    pub fn parse_authenticated(buf: &'a [u8]) -> Result<Self, WireError> {
+        Self::parse_unchecked(buf).ok_or(WireError::Truncated)
+    }
+
     /// Reads the header of a packet already checked by [`Packet::parse`].
     pub fn parse_unchecked(buf: &'a [u8]) -> Option<Self> {
         (buf.len() >= COMMON_HEADER_LEN).then(|| Self {
@@ -471,6 +480,14 @@ mod tests {
         assert_eq!(&c[0].value[DATA_VALUE_PAYLOAD..], payload);
         buf[20] ^= 1;
         assert_eq!(Packet::parse(&buf[..n]).unwrap_err(), WireError::Checksum);
+        assert!(
+            Packet::parse_authenticated(&buf[..n]).is_ok(),
+            "inside a DTLS record the checksum is not checked again"
+        );
+        assert_eq!(
+            Packet::parse_authenticated(&buf[..COMMON_HEADER_LEN - 1]).unwrap_err(),
+            WireError::Truncated
+        );
     }
 
     #[test]
