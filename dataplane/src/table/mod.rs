@@ -339,6 +339,13 @@ impl Tables {
         if route.target != RouteTarget::Forward {
             return None;
         }
+        if let Some(via) = route.via {
+            return self
+                .egress
+                .iter()
+                .position(|s| s.peer == via)
+                .map(|i| i as u32);
+        }
         self.egress
             .iter()
             .position(|s| prefix.contains(s.peer))

@@ -25,6 +25,8 @@ pub struct Route {
     total_weight: u32,
     /// Index of the egress stream that seals this route's packets, once one is installed.
     pub stream: Option<u32>,
+    /// The destination whose egress stream seals it, when the record named one.
+    pub via: Option<std::net::IpAddr>,
 }
 
 impl Route {
@@ -38,7 +40,9 @@ impl Route {
                 weight: r.weight.get(),
             };
         }
-        Self::new(b.target, &hops[..b.next_hops().len()])
+        let mut r = Self::new(b.target, &hops[..b.next_hops().len()]);
+        r.via = b.via();
+        r
     }
 
     /// A route over `hops` (at most [`MAX_NEXT_HOPS`] are kept).
@@ -49,6 +53,7 @@ impl Route {
             count: 0,
             total_weight: 0,
             stream: None,
+            via: None,
         };
         for (slot, h) in r.hops.iter_mut().zip(hops) {
             *slot = *h;

@@ -384,3 +384,36 @@ fn records_for_the_control_process_are_refused() {
         Err(ApplyError::WrongFlow)
     );
 }
+
+#[test]
+fn a_prefix_route_via_a_node_is_sealed_by_that_nodes_stream() {
+    let (mut a, _) = pair(StreamId::random());
+    let lan = IpAddr::from([192, 168, 10, 0]);
+    // Without `via`, no stream's destination lies in the LAN prefix: a miss.
+    let plain =
+        InstallRouteBody::forward(IpPrefix::new(lan, 24).unwrap(), &[NextHop::new(1, 9, 1)])
+            .unwrap();
+    apply(&mut a, rec(&plain)).unwrap();
+    let mut c = Counters::default();
+    let mut bufs = buffers(&[udp4(A, [192, 168, 10, 5], 1000, 53, 40)]);
+    assert!(matches!(
+        run_egress(&mut a, &mut c, &mut bufs)[0],
+        EgressVerdict::Miss(_)
+    ));
+    let via = InstallRouteBody::forward_via(
+        IpPrefix::new(lan, 24).unwrap(),
+        &[NextHop::new(1, 9, 1)],
+        IpAddr::from(B),
+    )
+    .unwrap();
+    apply(&mut a, rec(&via)).unwrap();
+    let mut bufs = buffers(&[udp4(A, [192, 168, 10, 5], 1000, 53, 40)]);
+    assert!(matches!(
+        run_egress(&mut a, &mut c, &mut bufs)[0],
+        EgressVerdict::Send {
+            tether: 1,
+            label: 9,
+            ..
+        }
+    ));
+}

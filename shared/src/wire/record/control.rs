@@ -1,7 +1,7 @@
 //! Record bodies that the control process writes for the data plane workers.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{Immutable, IntoBytes, KnownLayout, TryFromBytes, Unaligned};
@@ -290,6 +290,10 @@ pub struct InstallRouteBody {
     pub hop_count: u8,
     /// The next hops; entries past `hop_count` are zero.
     pub hops: [NextHop; MAX_NEXT_HOPS],
+    /// The overlay address of the node whose egress stream seals this route's packets
+    /// (a gateway's prefix, a portal's default route); `0.0.0.0`: the stream whose
+    /// destination the prefix contains.
+    pub via: IpAddrField,
 }
 
 impl InstallRouteBody {
@@ -300,6 +304,7 @@ impl InstallRouteBody {
             target: RouteTarget::Local,
             hop_count: 0,
             hops: [NextHop::EMPTY; MAX_NEXT_HOPS],
+            via: IpAddrField::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         }
     }
 
@@ -315,10 +320,24 @@ impl InstallRouteBody {
             // Bounded by MAX_NEXT_HOPS above.
             hop_count: hops.len() as u8,
             hops: [NextHop::EMPTY; MAX_NEXT_HOPS],
+            via: IpAddrField::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         };
         body.hops[..hops.len()].copy_from_slice(hops);
         body.check()?;
         Ok(body)
+    }
+
+    /// [`Self::forward`] sealed by the egress stream to `via`.
+    pub fn forward_via(prefix: IpPrefix, hops: &[NextHop], via: IpAddr) -> Result<Self, WireError> {
+        let mut body = Self::forward(prefix, hops)?;
+        body.via = IpAddrField::new(via);
+        body.check()?;
+        Ok(body)
+    }
+
+    /// The node whose egress stream seals this route, when the record names one.
+    pub fn via(&self) -> Option<IpAddr> {
+        Some(self.via.ip()).filter(|ip| !ip.is_unspecified())
     }
 
     /// The used next hops (empty for a local route).
@@ -328,6 +347,10 @@ impl InstallRouteBody {
 
     pub(super) fn check(&self) -> Result<(), WireError> {
         self.prefix.validate()?;
+        self.via.validate()?;
+        if self.target == RouteTarget::Local && self.via().is_some() {
+            return Err(WireError::Field("a local route names a stream"));
+        }
         let n = usize::from(self.hop_count);
         match self.target {
             RouteTarget::Local if n != 0 => return Err(WireError::Length(n)),

@@ -31,8 +31,8 @@ static RELAY_BYTES: [u8; 20] = [
 /// Route 10.64.0.0/10 over tether 3 (label 0x11, weight 2) and tether 4 (label 0x22,
 /// weight 1).
 #[rustfmt::skip]
-static ROUTE_BYTES: [u8; 76] = [
-    0x01, 0x03, 0x44, 0x00, 0x00, 0x00, 0x00, 0x00, // version, kind, len 68, reserved
+static ROUTE_BYTES: [u8; 93] = [
+    0x01, 0x03, 0x55, 0x00, 0x00, 0x00, 0x00, 0x00, // version, kind, len 85, reserved
     0x04, 0x0a,                                     // IPv4, /10
     0x0a, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // 10.64.0.0
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -41,6 +41,8 @@ static ROUTE_BYTES: [u8; 76] = [
     0x04, 0x00, 0x00, 0x00, 0x22, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // via: none (IPv4 0.0.0.0)
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
 
 fn route_body() -> InstallRouteBody {
@@ -349,4 +351,27 @@ fn stream_activity_needs_packets_and_zero_reserved() {
     b.packets = 1.into();
     b.reserved2 = [1, 0, 0, 0];
     assert_eq!(RingRecord::encode(&b).map(|_| ()), Err(WireError::Reserved));
+}
+
+#[test]
+fn a_route_names_the_stream_that_seals_it_and_a_local_route_cannot() {
+    let p = IpPrefix::new(IpAddr::from([192, 168, 10, 0]), 24).unwrap();
+    let via: IpAddr = "100.64.0.9".parse().unwrap();
+    let b = InstallRouteBody::forward_via(p, &[NextHop::new(1, 2, 1)], via).unwrap();
+    let rec = RingRecord::encode(&b).unwrap();
+    match rec.decode().unwrap() {
+        RecordRef::InstallRoute(r) => assert_eq!(r.via(), Some(via)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        InstallRouteBody::forward(p, &[NextHop::new(1, 2, 1)])
+            .unwrap()
+            .via(),
+        None
+    );
+    let mut local = InstallRouteBody::local(p);
+    local.via = IpAddrField::new(via);
+    let mut bad = RingRecord::encode(&InstallRouteBody::local(p)).unwrap();
+    bad.body[..size_of::<InstallRouteBody>()].copy_from_slice(zerocopy::IntoBytes::as_bytes(&local));
+    assert!(bad.decode().is_err());
 }
