@@ -372,6 +372,7 @@ fn a_route_names_the_stream_that_seals_it_and_a_local_route_cannot() {
     let mut local = InstallRouteBody::local(p);
     local.via = IpAddrField::new(via);
     let mut bad = RingRecord::encode(&InstallRouteBody::local(p)).unwrap();
-    bad.body[..size_of::<InstallRouteBody>()].copy_from_slice(zerocopy::IntoBytes::as_bytes(&local));
+    bad.body[..size_of::<InstallRouteBody>()]
+        .copy_from_slice(zerocopy::IntoBytes::as_bytes(&local));
     assert!(bad.decode().is_err());
 }
