@@ -175,10 +175,19 @@ impl Cluster {
 
     /// A single-use registration token for `realm`.
     pub fn token(&self, realm: &str) -> String {
+        self.token_with(realm, json!({}))
+    }
+
+    /// A one-use registration token with extra grants (`routed_prefixes`, `portal`, `owner`).
+    pub fn token_with(&self, realm: &str, grants: serde_json::Value) -> String {
+        let mut body = json!({ "expires_in_secs": 3600, "uses": 1 });
+        if let (Some(b), Some(g)) = (body.as_object_mut(), grants.as_object()) {
+            b.extend(g.clone());
+        }
         let v = self.admin(
             reqwest::Method::POST,
             &format!("/v1/realms/{realm}/tokens"),
-            Some(json!({ "expires_in_secs": 3600, "uses": 1 })),
+            Some(body),
         );
         v["token"]
             .as_str()

@@ -35,6 +35,14 @@ pub struct Status {
     pub registration_ms: u64,
     /// Drop counters.
     pub ignored: BTreeMap<String, u64>,
+    /// "relay", "gateway", "portal".
+    pub roles: Vec<String>,
+    /// LAN prefixes this node advertises.
+    pub advertised_routes: Vec<String>,
+    /// LAN prefixes accepted from gateways ("prefix via node").
+    pub accepted_routes: Vec<String>,
+    /// Advertised prefixes of peers Guardian did not authorize.
+    pub routes_refused: u64,
 }
 
 impl Status {

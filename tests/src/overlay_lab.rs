@@ -83,6 +83,8 @@ pub struct Lab {
     bridge: String,
     net: u8,
     nodes: BTreeMap<String, LabNode>,
+    /// LAN namespaces behind gateways.
+    lans: Vec<String>,
     logs: PathBuf,
     /// nats-server and Guardian (dropped after the nodes).
     pub cluster: Cluster,
@@ -125,6 +127,7 @@ impl Lab {
             bridge,
             net,
             nodes: BTreeMap::new(),
+            lans: Vec::new(),
             logs,
             cluster,
             _serial: serial,
@@ -135,6 +138,19 @@ impl Lab {
     /// `{underlay}` stands for its underlay address), and starts it; waits until its local
     /// API answers.
     pub fn node(&mut self, name: &str, realm: &str, taints: &[&str], extra: &str) {
+        self.node_granted(name, realm, taints, extra, serde_json::json!({}));
+    }
+
+    /// [`Lab::node`] registered with a token carrying `grants` (`routed_prefixes`,
+    /// `portal`, `owner`).
+    pub fn node_granted(
+        &mut self,
+        name: &str,
+        realm: &str,
+        taints: &[&str],
+        extra: &str,
+        grants: serde_json::Value,
+    ) {
         let idx = self.nodes.len() as u8 + 10;
         let ns = format!("cfx{}{name}", self.tag);
         must(&["ip", "netns", "add", &ns]);
@@ -178,7 +194,7 @@ impl Lab {
              dataplane = \"spawn\"\ndataplane_bin = {:?}\ndataplane_socket = {:?}\n\
              {workers}{extra}\n",
             self.cluster.guardian_url(),
-            self.cluster.token(realm),
+            self.cluster.token_with(realm, grants),
             self.cluster.nats_url(),
             home.join("data"),
             socket,
@@ -360,6 +376,48 @@ impl Lab {
             interval_ms,
             count,
         }
+    }
+
+    /// A LAN behind node `gw`: namespace `lan` holds host `host` (e.g. `192.168.77.5`) on
+    /// `net` (e.g. `192.168.77.0/24`, the gateway takes `.1`), with its default route via
+    /// the gateway. Removed with the lab.
+    pub fn lan(&mut self, gw: &str, net: &str, host: &str) -> String {
+        let ns = format!("cfx{}lan{}", self.tag, self.lans.len());
+        let gw_ns = self.nodes[gw].ns.clone();
+        let (base, len) = net.split_once('/').expect("net as a.b.c.0/len");
+        let gw_ip = format!("{}.1", base.rsplit_once('.').expect("IPv4 net").0);
+        must(&["ip", "netns", "add", &ns]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let inside_gw = format!("lg{}", self.lans.len());
+        must(&[
+            "ip", "-n", &gw_ns, "link", "add", &inside_gw, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &gw_ns,
+            "addr",
+            "add",
+            &format!("{gw_ip}/{len}"),
+            "dev",
+            &inside_gw,
+        ]);
+        must(&["ip", "-n", &gw_ns, "link", "set", &inside_gw, "up"]);
+        must(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{host}/{len}"),
+            "dev",
+            "eth0",
+        ]);
+        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        must(&["ip", "-n", &ns, "route", "add", "default", "via", &gw_ip]);
+        self.lans.push(ns.clone());
+        ns
     }
 
     /// Runs a command in a node's namespace.
@@ -621,6 +679,9 @@ impl Drop for Lab {
                 }
             }
             let _ = sh(&["ip", "netns", "del", &n.ns]);
+        }
+        for ns in &self.lans {
+            let _ = sh(&["ip", "netns", "del", ns]);
         }
         let _ = sh(&["ip", "link", "del", &self.bridge]);
     }

@@ -90,6 +90,16 @@ pub fn status(s: &StatusReply) -> String {
             format!("{} sent, {} accepted", s.presence_sent, s.presence_accepted),
         ),
         ("ignored", ignored),
+        ("roles", list_or_dash(&s.roles)),
+        ("advertised routes", list_or_dash(&s.advertised_routes)),
+        (
+            "accepted routes",
+            format!(
+                "{} ({} refused: not authorized)",
+                list_or_dash(&s.accepted_routes),
+                s.routes_refused
+            ),
+        ),
         ("registration", format!("{} ms", s.registration_ms)),
         ("uptime", format!("{:.1} s", s.uptime_ms as f64 / 1000.0)),
     ];
@@ -188,6 +198,14 @@ pub fn routes(o: &OverlayReply) -> String {
         ]);
     }
     format!("{t}\n{} relay entries for others", o.relays)
+}
+
+fn list_or_dash(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".to_owned()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// `conflux-ctl tethers` as a table.

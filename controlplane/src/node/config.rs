@@ -21,6 +21,7 @@
 //! routing = "q-routing"                    # or "latency-only"
 //! exclude_regions = ["us-east"]            # never relay through these regions
 //! prefer_regions = ["eu-west"]             # favour relays here
+//! advertise_routes = ["192.168.10.0/24"]   # gateway: LANs Guardian authorized
 //! idle_timeout_ms = 300000
 //! rekey_interval_ms = 120000
 //! metrics_address = "127.0.0.1:9464"       # Prometheus /metrics, off unless set
@@ -175,6 +176,10 @@ pub struct Settings {
     /// Regions whose relays are favoured.
     #[arg(long, value_delimiter = ',')]
     pub prefer_regions: Option<Vec<String>>,
+    /// LAN prefixes this node makes reachable (gateway), e.g. 192.168.10.0/24; Guardian
+    /// must have authorized each for this node, or peers ignore it.
+    #[arg(long, value_delimiter = ',')]
+    pub advertise_routes: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -232,7 +237,8 @@ impl Settings {
             plain_tethers,
             routing,
             exclude_regions,
-            prefer_regions
+            prefer_regions,
+            advertise_routes
         )
     }
 }
@@ -323,6 +329,8 @@ pub struct DataPlane {
     pub routing: crate::route::RouterConfig,
     /// Relay regions excluded or preferred.
     pub geo: crate::route::GeoPolicy,
+    /// LAN prefixes advertised (gateway), CIDR, checked.
+    pub advertise_routes: Vec<String>,
 }
 
 /// Data plane workers a node may ask for (one WebRTC association per worker and peer).
@@ -409,6 +417,17 @@ impl DataPlane {
                 s.exclude_regions.as_deref().unwrap_or_default(),
                 s.prefer_regions.as_deref().unwrap_or_default(),
             )?,
+            advertise_routes: s
+                .advertise_routes
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    crate::node::gateway::parse_prefix(r)
+                        .map(crate::node::gateway::text)
+                        .map_err(|e| ConfigError::Invalid(format!("advertise_routes: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }

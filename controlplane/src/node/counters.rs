@@ -86,6 +86,8 @@ pub struct Counters {
     pub handshakes_answered: u64,
     /// Outbound streams given a fresh key.
     pub rekeys: u64,
+    /// LAN prefixes peers advertised without Guardian's authorization (ignored).
+    pub routes_refused: u64,
 }
 
 impl Counters {

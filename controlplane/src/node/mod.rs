@@ -21,6 +21,7 @@ pub mod core;
 pub mod counters;
 pub mod credentials;
 pub mod driver;
+pub mod gateway;
 pub mod handshake;
 pub mod nats;
 pub mod peers;

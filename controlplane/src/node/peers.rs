@@ -105,6 +105,8 @@ pub struct Peer {
     pub rekey: Option<Rekey>,
     /// The peer says it relays for others.
     pub relay: bool,
+    /// LAN prefixes the peer advertises that its certificate authorizes.
+    pub routes: Vec<(std::net::IpAddr, u8)>,
     /// The newest presence was first seen inside a handshake request (its broadcast is
     /// still to come).
     pub presence_via_handshake: bool,
@@ -127,6 +129,7 @@ impl Peer {
             wanted: false,
             rekey: None,
             relay: false,
+            routes: Vec::new(),
             presence_via_handshake: false,
         }
     }

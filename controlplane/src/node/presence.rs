@@ -31,22 +31,25 @@ pub fn sign(
     certificate: &SignedCertificate,
     timestamp_ms: u64,
 ) -> SignedPresence {
-    sign_with(identity, node_id, certificate, timestamp_ms, false)
+    sign_with(identity, node_id, certificate, timestamp_ms, false, &[])
 }
 
-/// Builds and signs this node's presence, saying whether it relays.
+/// Builds and signs this node's presence, saying whether it relays and which LAN prefixes
+/// it makes reachable.
 pub fn sign_with(
     identity: &NodeIdentity,
     node_id: NodeId,
     certificate: &SignedCertificate,
     timestamp_ms: u64,
     relay: bool,
+    routes: &[String],
 ) -> SignedPresence {
     let presence = Presence {
         node_id: node_id.0.to_vec(),
         certificate: Some(certificate.clone()),
         timestamp_ms,
         relay,
+        routes: routes.to_vec(),
     }
     .encode_to_vec();
     let signature = identity

@@ -37,6 +37,10 @@ pub struct TrustedCert {
     pub region: String,
     /// Owner (OAuth subject or token maker).
     pub owner: String,
+    /// LAN prefixes Guardian authorized the node to route (CIDR).
+    pub routed_prefixes: Vec<String>,
+    /// Guardian lets the node be an internet exit for its owner's nodes.
+    pub portal: bool,
     /// Start of validity, unix seconds.
     pub not_before: u64,
     /// End of validity, unix seconds.
@@ -121,6 +125,8 @@ impl Trust {
                 overlay_address: c.overlay_address.clone(),
                 region: c.region.clone(),
                 owner: c.owner.clone(),
+                routed_prefixes: c.routed_prefixes.clone(),
+                portal: c.portal,
                 not_before: c.not_before,
                 not_after: c.not_after,
                 signed: signed.clone(),

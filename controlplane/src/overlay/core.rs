@@ -29,6 +29,8 @@ pub trait Directory {
     fn relays(&self) -> Vec<NodeId>;
     /// A trusted peer's certified region, if it declared one.
     fn region_of(&self, peer: NodeId) -> Option<String>;
+    /// LAN prefixes a trusted peer makes reachable (authorized by its certificate).
+    fn routes_of(&self, peer: NodeId) -> Vec<(IpAddr, u8)>;
 }
 
 impl Directory for crate::node::core::Node {
@@ -49,6 +51,9 @@ impl Directory for crate::node::core::Node {
     }
     fn region_of(&self, peer: NodeId) -> Option<String> {
         crate::node::core::Node::region_of(self, peer)
+    }
+    fn routes_of(&self, peer: NodeId) -> Vec<(IpAddr, u8)> {
+        crate::node::core::Node::routes_of(self, peer)
     }
 }
 
@@ -108,18 +113,31 @@ pub enum Command {
         /// Which way.
         direction: DpDirection,
     },
-    /// Route a host address over weighted legs: the associations of the tether to each
-    /// leg's first hop, the label that hop chose, and the leg's share of flows.
+    /// Route a prefix over weighted legs: the associations of the tether to each leg's
+    /// first hop, the label that hop chose, and the leg's share of flows.
     InstallRoute {
-        /// The destination's overlay address.
+        /// The destination's overlay address, or a LAN prefix behind it.
         destination: IpAddr,
+        /// Prefix length (32 or 128: the host itself).
+        len: u8,
+        /// For a LAN prefix: the gateway whose stream seals it.
+        via: Option<IpAddr>,
         /// Legs.
         hops: Vec<(Vec<TetherId>, Label, u16)>,
     },
-    /// Remove a host route.
+    /// Remove a route.
     RemoveRoute {
-        /// The destination's overlay address.
+        /// The destination's overlay address, or a LAN prefix behind it.
         destination: IpAddr,
+        /// Prefix length.
+        len: u8,
+    },
+    /// Accept packets from `prefix` on an ingress stream (a gateway's LAN).
+    AllowSource {
+        /// The ingress stream.
+        stream_id: StreamId,
+        /// The prefix.
+        prefix: (IpAddr, u8),
     },
     /// Relay packets arriving with `in_label` to the next hop as `out_label`.
     InstallRelay {
@@ -218,6 +236,8 @@ pub(super) struct DpStream {
     /// The node core replaced the stream (the peer restarted): kept until a new one is
     /// up or a grace passes.
     pub(super) superseded: Option<Instant>,
+    /// LAN prefixes behind the peer (a gateway), routed with it.
+    pub(super) lan: Vec<(IpAddr, u8)>,
 }
 
 /// What a data plane held when this process attached (left by a previous control process).
@@ -415,6 +435,7 @@ impl Overlay {
         a.routes.retain(|r| *r != address);
         self.command(Command::RemoveRoute {
             destination: address,
+            len: host_len(address),
         });
         for (stream_id, _) in old {
             self.command(Command::RemoveStream {
@@ -439,6 +460,7 @@ impl Overlay {
                 if !self.out.values().any(|s| s.address == address) {
                     self.command(Command::RemoveRoute {
                         destination: address,
+                        len: host_len(address),
                     });
                 }
             }
@@ -590,6 +612,7 @@ impl Overlay {
                         bytes: 0,
                         generation: 1,
                         superseded: None,
+                        lan: dir.routes_of(peer),
                     },
                 );
                 (stream_id, label)
@@ -611,6 +634,15 @@ impl Overlay {
             key,
             lifetime,
         });
+        if direction == Direction::In {
+            // Hosts on a gateway's LAN send through the gateway's stream, and only there.
+            for prefix in dir.routes_of(peer) {
+                self.command(Command::AllowSource {
+                    stream_id: dp_id,
+                    prefix,
+                });
+            }
+        }
         match direction {
             Direction::Out if replaces.is_none() => self.route_to(now, peer, dir),
             Direction::In if replaces.is_none() && !self.out.contains_key(&peer) => {
@@ -852,4 +884,9 @@ impl Overlay {
     pub fn relay_count(&self) -> usize {
         self.relays.len()
     }
+}
+
+/// The prefix length of a host route to `ip`.
+pub(super) fn host_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
 }

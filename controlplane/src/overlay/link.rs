@@ -23,10 +23,10 @@ use conflux_dataplane::counters::monotonic_ns;
 use conflux_shared::id::{Label, StreamId};
 use conflux_shared::proto::TetherOpen;
 use conflux_shared::wire::record::{
-    Direction as DpDirection, InstallRelayBody, InstallRouteBody, InstallStreamBody,
-    InstallTetherBody, IpPrefix, MAX_NEXT_HOPS, NextHop, RecordBody, RecordRef, RemoveRelayBody,
-    RemoveRouteBody, RemoveStreamBody, RemoveTetherBody, RingRecord, TelemetryBody, TetherId,
-    TetherState,
+    AllowedPrefixBody, Direction as DpDirection, InstallRelayBody, InstallRouteBody,
+    InstallStreamBody, InstallTetherBody, IpPrefix, MAX_NEXT_HOPS, NextHop, PrefixOp, RecordBody,
+    RecordRef, RemoveRelayBody, RemoveRouteBody, RemoveStreamBody, RemoveTetherBody, RingRecord,
+    TelemetryBody, TetherId, TetherState,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -433,10 +433,23 @@ fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Comma
                 conflux_shared::wire::record::control::epochs::BOTH,
             ),
         ),
-        Command::InstallRoute { destination, hops } => {
+        Command::InstallRoute {
+            destination,
+            len,
+            via,
+            hops,
+        } => {
+            let Ok(prefix) = IpPrefix::new(destination, len) else {
+                tracing::warn!(%destination, len, "route refused: not a prefix");
+                return;
+            };
             for (w, end) in workers.iter_mut().enumerate() {
                 let hops = placement.route_on_worker(w, &hops);
-                match InstallRouteBody::forward(IpPrefix::host(destination), &hops)
+                let body = match via {
+                    Some(v) => InstallRouteBody::forward_via(prefix, &hops, v),
+                    None => InstallRouteBody::forward(prefix, &hops),
+                };
+                match body
                     .map_err(|e| e.to_string())
                     .and_then(|b| RingRecord::encode(&b).map_err(|e| e.to_string()))
                 {
@@ -445,12 +458,17 @@ fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Comma
                 }
             }
         }
-        Command::RemoveRoute { destination } => broadcast(
-            workers,
-            &RemoveRouteBody {
-                prefix: IpPrefix::host(destination),
-            },
-        ),
+        Command::RemoveRoute { destination, len } => match IpPrefix::new(destination, len) {
+            Ok(prefix) => broadcast(workers, &RemoveRouteBody { prefix }),
+            Err(e) => tracing::warn!(%destination, len, "route removal refused: {e}"),
+        },
+        Command::AllowSource { stream_id, prefix } => match IpPrefix::new(prefix.0, prefix.1) {
+            Ok(p) => broadcast(
+                workers,
+                &AllowedPrefixBody::new(stream_id, PrefixOp::Add, p),
+            ),
+            Err(e) => tracing::warn!(prefix = ?prefix, "allowed source refused: {e}"),
+        },
         Command::InstallRelay {
             in_label,
             tethers,

@@ -10,6 +10,7 @@
 //! leg is replaced without a round trip), and a leg it dropped is torn down only after one
 //! of the new ones is up (make before break).
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use conflux_shared::id::{Label, NodeId};
@@ -18,7 +19,7 @@ use conflux_shared::wire::route::{
     AckStatus, RouteAck, RouteMessage, RoutePath, RouteSetup, RouteTeardown, TeardownReason,
 };
 
-use super::core::{Command, Directory, Overlay};
+use super::core::{Command, Directory, Overlay, host_len};
 use super::path::{Pending, route_bytes};
 use super::tether::Phase;
 use crate::route::{RouteDecision, WEIGHT_TOTAL};
@@ -406,7 +407,7 @@ impl Overlay {
 
     /// Writes the route to `dst` as its up legs make it (or removes it when none is up).
     pub(super) fn install(&mut self, dst: NodeId) {
-        let Some(address) = self.out.get(&dst).map(|s| s.address) else {
+        let Some((address, lan)) = self.out.get(&dst).map(|s| (s.address, s.lan.clone())) else {
             return;
         };
         let Some(route) = self.routes.get(&dst) else {
@@ -437,16 +438,39 @@ impl Overlay {
         if installed && !(route.installed && route.written == hops) {
             self.command(Command::InstallRoute {
                 destination: address,
+                len: host_len(address),
+                via: None,
                 hops: hops.clone(),
             });
+            // A gateway's LAN goes the same way, sealed by the gateway's stream.
+            for (net, len) in &lan {
+                self.command(Command::InstallRoute {
+                    destination: *net,
+                    len: *len,
+                    via: Some(address),
+                    hops: hops.clone(),
+                });
+            }
         } else if !installed && route.installed {
-            self.command(Command::RemoveRoute {
-                destination: address,
-            });
+            self.remove_routes(address, &lan);
         }
         if let Some(route) = self.routes.get_mut(&dst) {
             route.installed = installed;
             route.written = hops;
+        }
+    }
+
+    /// Removes the host route to `address` and the LAN prefixes behind it.
+    fn remove_routes(&mut self, address: IpAddr, lan: &[(IpAddr, u8)]) {
+        self.command(Command::RemoveRoute {
+            destination: address,
+            len: host_len(address),
+        });
+        for (net, len) in lan {
+            self.command(Command::RemoveRoute {
+                destination: *net,
+                len: *len,
+            });
         }
     }
 
@@ -515,11 +539,9 @@ impl Overlay {
             return;
         };
         if r.installed
-            && let Some(address) = self.out.get(&dst).map(|s| s.address)
+            && let Some((address, lan)) = self.out.get(&dst).map(|s| (s.address, s.lan.clone()))
         {
-            self.command(Command::RemoveRoute {
-                destination: address,
-            });
+            self.remove_routes(address, &lan);
         }
         for leg in &r.legs {
             self.teardown_leg(leg);

@@ -37,6 +37,9 @@ impl Directory for Dir {
     fn region_of(&self, _peer: NodeId) -> Option<String> {
         None
     }
+    fn routes_of(&self, _peer: NodeId) -> Vec<(IpAddr, u8)> {
+        Vec::new()
+    }
 }
 
 fn id(b: u8) -> NodeId {
@@ -213,7 +216,9 @@ impl World {
             .into_iter()
             .flatten()
             .filter_map(|c| match c {
-                Command::InstallRoute { destination, hops } => Some((
+                Command::InstallRoute {
+                    destination, hops, ..
+                } => Some((
                     *destination,
                     hops.iter()
                         .map(|(ids, label, _)| (ids[0], *label))

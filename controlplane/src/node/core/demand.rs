@@ -153,7 +153,51 @@ impl Node {
         self.peers
             .iter()
             .find(|(_, p)| p.cert.overlay_address.parse::<IpAddr>().ok() == Some(ip))
+            .or_else(|| {
+                // A host on a gateway's LAN: the gateway with the longest accepted prefix.
+                self.peers
+                    .iter()
+                    .filter_map(|(id, p)| {
+                        let best = p
+                            .routes
+                            .iter()
+                            .filter(|r| crate::node::gateway::contains(**r, ip))
+                            .map(|r| r.1)
+                            .max()?;
+                        Some((best, id, p))
+                    })
+                    .max_by_key(|(len, ..)| *len)
+                    .map(|(_, id, p)| (id, p))
+            })
             .map(|(id, _)| *id)
+    }
+
+    /// The LAN prefixes a trusted peer advertises and its certificate authorizes.
+    pub fn routes_of(&self, peer: NodeId) -> Vec<crate::node::gateway::Prefix> {
+        self.peers
+            .get(&peer)
+            .filter(|p| p.verdict.allows())
+            .map(|p| p.routes.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every accepted LAN prefix with its gateway.
+    pub fn accepted_routes(&self) -> Vec<(crate::node::gateway::Prefix, NodeId)> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.verdict.allows())
+            .flat_map(|(id, p)| p.routes.iter().map(move |r| (*r, *id)))
+            .collect()
+    }
+
+    /// Sets the LAN prefixes this node advertises (announced at once).
+    pub fn set_routes(&mut self, routes: Vec<String>) {
+        self.routes = routes;
+    }
+
+    /// The LAN prefixes this node advertises.
+    pub fn advertised_routes(&self) -> &[String] {
+        &self.routes
     }
 
     /// A trusted peer's certified overlay address.

@@ -11,6 +11,7 @@
 //! no reply and no log line. Streams exist only with peers the realm/taint policy allows;
 //! every change of a certificate (this node's or a peer's) re-judges the pairs.
 
+use crate::node::gateway;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -221,6 +222,8 @@ pub struct Node {
     started: Instant,
     on_demand: bool,
     relay: bool,
+    /// LAN prefixes this node advertises (gateway).
+    routes: Vec<String>,
     nats_up: bool,
 }
 
@@ -260,6 +263,7 @@ impl Node {
             started: now.mono,
             on_demand: false,
             relay: false,
+            routes: Vec::new(),
             nats_up: true,
         };
         node.schedule_renewal(now);
@@ -593,8 +597,14 @@ impl Node {
         // Strictly increasing, so receivers can tell a replay from a newer announcement.
         let ts = now.unix_ms.max(self.last_presence_ms + 1);
         self.last_presence_ms = ts;
-        self.presence =
-            presence::sign_with(&self.identity, self.id, &self.cert.signed, ts, self.relay);
+        self.presence = presence::sign_with(
+            &self.identity,
+            self.id,
+            &self.cert.signed,
+            ts,
+            self.relay,
+            &self.routes,
+        );
         self.outputs.push_back(Output::Publish {
             subject: subjects::presence(self.trust.realm()),
             payload: self.presence.encode_to_vec(),
@@ -660,6 +670,9 @@ impl Node {
             None => {
                 let mut peer = Peer::new(v.cert, v.timestamp_ms, now.mono, now.unix_ms);
                 peer.relay = p.relay;
+                let (routes, refused) = gateway::accepted(&peer.cert, &p.routes);
+                self.counters.routes_refused += refused;
+                peer.routes = routes;
                 peer.presence_via_handshake = in_handshake;
                 self.peers.insert(id, peer);
                 self.lookup_directory(id, now);
@@ -667,7 +680,16 @@ impl Node {
                 self.announce_soon(now);
                 self.rejudge(id, now);
             }
-            Some(peer) => {
+            Some(_) => {
+                let cert = v.cert.clone();
+                let routes = gateway::accepted(&cert, &p.routes);
+                if routes.1 > 0 {
+                    self.counters.routes_refused += routes.1;
+                }
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return Ok(());
+                };
+                peer.routes = routes.0;
                 peer.relay = p.relay;
                 peer.presence_via_handshake = in_handshake;
                 peer.last_presence_ms = v.timestamp_ms;

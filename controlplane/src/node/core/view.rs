@@ -35,6 +35,22 @@ impl Node {
             presence_accepted: self.counters.presence_accepted,
             handshakes_initiated: self.counters.handshakes_initiated,
             handshakes_answered: self.counters.handshakes_answered,
+            roles: [
+                (self.relay, "relay"),
+                (!self.routes.is_empty(), "gateway"),
+                (c.portal, "portal"),
+            ]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, r)| r.to_owned())
+            .collect(),
+            advertised_routes: self.routes.clone(),
+            accepted_routes: self
+                .accepted_routes()
+                .into_iter()
+                .map(|(p, n)| format!("{} via {n}", crate::node::gateway::text(p)))
+                .collect(),
+            routes_refused: self.counters.routes_refused,
             ..proto::StatusReply::default()
         }
     }

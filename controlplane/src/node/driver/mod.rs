@@ -25,6 +25,7 @@ use super::nats::{self, ConnEvent, DIRECTORY_BUCKET, subjects};
 use super::register::{Credential, GuardianClient, GuardianError, RegisterOptions, Registration};
 use crate::ctl::proto;
 
+mod gateway;
 mod metrics;
 mod overlay;
 
@@ -201,6 +202,10 @@ struct Driver {
     taint_queue: VecDeque<TaintOp>,
     taint_busy: bool,
     overlay: Option<overlay::OverlayState>,
+    /// IPv4 forwarding while this node is a gateway.
+    _forwarding: Option<gateway::Forwarding>,
+    /// Kernel routes for the LANs behind gateways.
+    lan_routes: gateway::KernelRoutes,
 }
 
 async fn subscribe(client: &Client, subject: String) -> Result<Subscriber, RunError> {
@@ -248,6 +253,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     .await?;
     node.set_on_demand(overlay.is_some());
     node.set_relay(overlay.is_some() && cfg.dataplane.relay);
+    let forwarding = advertise_routes(&mut node, &cfg, overlay.is_some());
     let realm = node.realm().clone();
     let expected_prefix = format!("conflux.{realm}");
     if !reg.subject_prefix.is_empty() && reg.subject_prefix != expected_prefix {
@@ -288,6 +294,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         taint_queue: VecDeque::new(),
         taint_busy: false,
         overlay,
+        _forwarding: forwarding,
+        lan_routes: gateway::KernelRoutes::new(&cfg.dataplane.tun),
     };
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<metrics::Scrape>(8);
     let metrics_task = match cfg.dataplane.metrics_address {
@@ -340,6 +348,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
     };
     d.flush().await;
+    d.lan_routes.clear();
     if let Some(o) = d.overlay.take() {
         // An orderly stop takes the data plane (and the TUN device) down with it.
         o.link.close(true);
@@ -354,6 +363,33 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let _ = client.flush().await;
     info!("stopped");
     result
+}
+
+/// Advertises the configured LAN prefixes (warning about any Guardian did not authorize:
+/// peers ignore those) and switches forwarding on for them.
+fn advertise_routes(node: &mut Node, cfg: &Config, dataplane: bool) -> Option<gateway::Forwarding> {
+    let routes = &cfg.dataplane.advertise_routes;
+    if routes.is_empty() {
+        return None;
+    }
+    if !dataplane {
+        warn!("advertise_routes needs a data plane; nothing is advertised");
+        return None;
+    }
+    let authorized: Vec<_> = node
+        .certificate()
+        .routed_prefixes
+        .iter()
+        .filter_map(|p| crate::node::gateway::parse_prefix(p).ok())
+        .collect();
+    for r in routes {
+        if crate::node::gateway::parse_prefix(r).is_ok_and(|p| !authorized.contains(&p)) {
+            warn!(prefix = %r, "Guardian did not authorize this prefix for this node; peers will ignore it");
+        }
+    }
+    info!(routes = ?routes, "advertising LAN prefixes");
+    node.set_routes(routes.clone());
+    Some(gateway::Forwarding::enable())
 }
 
 impl Driver {

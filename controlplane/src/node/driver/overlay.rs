@@ -463,6 +463,13 @@ impl Driver {
             let n = now();
             o.ov.set_unix_time(n.unix_s());
             o.ov.handle_timeout(n.mono, &self.node);
+            let lans = self
+                .node
+                .accepted_routes()
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
+            self.lan_routes.sync(&lans);
         }
     }
 
