@@ -593,6 +593,40 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     g.finish();
 }
 
+/// The Internet checksum of one 1,400-byte segment, side by side: the big-endian 64-bit
+/// word loop with a carry chain the segmenter used before, and the data plane's
+/// `vnet::checksum::checksum` (native 32-bit words, no carry chain).
+fn bench_checksum(c: &mut Criterion<ThreadCpuTime>) {
+    fn carry_chain(bytes: &[u8]) -> u16 {
+        let mut sum = 0u64;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            let (s, carry) = sum.overflowing_add(w);
+            sum = s + u64::from(carry);
+        }
+        for w in chunks.remainder().chunks(2) {
+            let hi = u64::from(w[0]) << 8;
+            sum = sum.wrapping_add(hi | w.get(1).map_or(0, |&b| u64::from(b)));
+        }
+        !conflux_dataplane::vnet::checksum::fold(sum)
+    }
+    let bytes: Vec<u8> = (0..1400u32).map(|i| (i * 131 + 7) as u8).collect();
+    assert_eq!(
+        carry_chain(&bytes),
+        conflux_dataplane::vnet::checksum::checksum(&bytes)
+    );
+    let mut g = c.benchmark_group("vnet_checksum_1400");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("carry_chain_before", |b| {
+        b.iter(|| carry_chain(black_box(&bytes)))
+    });
+    g.bench_function("native_words", |b| {
+        b.iter(|| conflux_dataplane::vnet::checksum::checksum(black_box(&bytes)))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -600,6 +634,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = bench, bench_webrtc
+    targets = bench, bench_webrtc, bench_checksum
 }
 criterion_main!(benches);
