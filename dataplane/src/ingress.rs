@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use conflux_shared::crypto::aead::{DropReason, Verdict};
 use conflux_shared::wire::data::{DataPacket, PacketType};
-use conflux_shared::wire::record::{CounterId, TetherId};
+use conflux_shared::wire::record::{CounterId, RouteTarget, TetherId};
 
 use crate::counters::Counters;
 use crate::packet::InnerPacket;
@@ -123,6 +123,8 @@ fn open_run<B: AsMut<[u8]>>(
     verdicts: &mut [IngressVerdict],
     scratch: &mut [Verdict],
 ) {
+    let guard = tables.policy.guard_exit;
+    let may_exit = tables.policy.portal && tables.ingress[stream].exit;
     let s = &mut tables.ingress[stream];
     s.opener.open_batch(now, packets, scratch);
     for ((p, v), a) in packets
@@ -139,6 +141,17 @@ fn open_run<B: AsMut<[u8]>>(
                     Ok(inner) if !s.source_allowed(inner.source()) => {
                         s.spoofed += 1;
                         IngressVerdict::Drop(CounterId::InnerSource)
+                    }
+                    // Internet-bound: only a portal's own owner's nodes may exit here.
+                    Ok(inner)
+                        if guard
+                            && !may_exit
+                            && !tables
+                                .routes
+                                .lookup(inner.destination())
+                                .is_some_and(|r| r.target == RouteTarget::Local) =>
+                    {
+                        IngressVerdict::Drop(CounterId::ExitDenied)
                     }
                     Ok(inner) => IngressVerdict::Deliver {
                         offset: range.start,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use conflux_shared::crypto::aead::REJECT_AFTER_TIME;
 use conflux_shared::id::{Label, StreamId};
-use conflux_shared::wire::record::control::{epochs, policy_flags};
+use conflux_shared::wire::record::control::{epochs, policy_flags, stream_flags};
 use conflux_shared::wire::record::{
     Direction, PrefixOp, RecordRef, RouteTarget, TetherId, TetherState,
 };
@@ -89,6 +89,8 @@ pub struct Policy {
     pub relay: bool,
     /// This node may deliver inner packets for destinations outside the overlay.
     pub portal: bool,
+    /// Internet-bound packets need a stream allowed to exit (see `policy_flags`).
+    pub guard_exit: bool,
     /// Upper bound on any key's life from install.
     pub max_key_lifetime: Duration,
     /// Relayed packets per second per worker (0: no limit).
@@ -102,6 +104,7 @@ impl Default for Policy {
         Self {
             relay: true,
             portal: false,
+            guard_exit: false,
             max_key_lifetime: REJECT_AFTER_TIME,
             relay_rate_pps: 0,
             idle_timeout: Duration::ZERO,
@@ -192,6 +195,7 @@ impl Tables {
                             s.label = label;
                         }
                         s.peer = peer;
+                        s.exit = b.flags & stream_flags::EXIT != 0;
                         s.install(epoch, &key, expires_at, now)
                             .map_err(|_| ApplyError::Key)?;
                         self.ingress_by_label.insert(label, i);
@@ -309,6 +313,7 @@ impl Tables {
                 self.policy = Policy {
                     relay: b.flags & policy_flags::RELAY != 0,
                     portal: b.flags & policy_flags::PORTAL != 0,
+                    guard_exit: b.flags & policy_flags::GUARD_EXIT != 0,
                     max_key_lifetime: Duration::from_secs(b.max_key_lifetime_s.get().into())
                         .min(REJECT_AFTER_TIME),
                     relay_rate_pps: b.relay_rate_pps.get(),

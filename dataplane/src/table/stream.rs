@@ -138,6 +138,8 @@ pub struct IngressStream {
     tags: [Option<KeyTag>; 2],
     /// Further prefixes the source may send from (AllowedIPs).
     pub allowed: Vec<Prefix>,
+    /// The source may use this node as its internet exit.
+    pub exit: bool,
     /// Decrypted packets whose inner source was not allowed.
     pub spoofed: u64,
     /// Packets opened when activity was last reported.
@@ -155,6 +157,7 @@ impl IngressStream {
             expires_at: [None; 2],
             tags: [None; 2],
             allowed: Vec::new(),
+            exit: false,
             spoofed: 0,
             reported: 0,
         }

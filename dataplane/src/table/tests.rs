@@ -417,3 +417,82 @@ fn a_prefix_route_via_a_node_is_sealed_by_that_nodes_stream() {
         }
     ));
 }
+
+#[test]
+fn internet_bound_packets_need_a_portal_and_a_stream_allowed_to_exit() {
+    use conflux_shared::wire::record::PolicyBody;
+    use conflux_shared::wire::record::control::{policy_flags, stream_flags};
+    let policy = |flags: u8| PolicyBody {
+        flags,
+        reserved: [0; 3],
+        max_key_lifetime_s: 600.into(),
+        relay_rate_pps: 0.into(),
+        idle_timeout_s: 0.into(),
+    };
+    let send = |b: &mut Tables, a: &mut Tables, dst: [u8; 4]| {
+        let mut bufs = buffers(&[udp4(A, dst, 1000, 80, 60)]);
+        let mut c = Counters::default();
+        run_egress(a, &mut c, &mut bufs);
+        let mut cb = Counters::default();
+        let v = run_ingress(b, &mut cb, &mut bufs)[0];
+        (v, cb.get(CounterId::ExitDenied))
+    };
+    let (mut a, mut b) = pair(StreamId::random());
+    // A default route on A sends internet-bound packets to B's stream.
+    let default = InstallRouteBody::forward_via(
+        IpPrefix::new(IpAddr::from([0, 0, 0, 0]), 0).unwrap(),
+        &[NextHop::new(1, 7, 1)],
+        IpAddr::from(B),
+    )
+    .unwrap();
+    apply(&mut a, rec(&default)).unwrap();
+    apply(
+        &mut b,
+        rec(&InstallRouteBody::local(IpPrefix::host(IpAddr::from(B)))),
+    )
+    .unwrap();
+    let outside = [198, 18, 0, 9];
+    // No guard: everything opened is delivered (the static driver's default).
+    assert!(matches!(
+        send(&mut b, &mut a, outside).0,
+        IngressVerdict::Deliver { .. }
+    ));
+    // Guarded, not a portal: only B's own address.
+    apply(&mut b, rec(&policy(policy_flags::GUARD_EXIT))).unwrap();
+    assert!(matches!(
+        send(&mut b, &mut a, B).0,
+        IngressVerdict::Deliver { .. }
+    ));
+    assert_eq!(
+        send(&mut b, &mut a, outside),
+        (IngressVerdict::Drop(CounterId::ExitDenied), 1)
+    );
+    // A portal, but the stream may not exit (another owner's node): still dropped.
+    apply(
+        &mut b,
+        rec(&policy(policy_flags::GUARD_EXIT | policy_flags::PORTAL)),
+    )
+    .unwrap();
+    assert_eq!(
+        send(&mut b, &mut a, outside).0,
+        IngressVerdict::Drop(CounterId::ExitDenied)
+    );
+    // The same owner's stream on a portal exits.
+    let id = b.ingress[0].id;
+    let mut body = InstallStreamBody::new(
+        id,
+        Direction::Ingress,
+        0,
+        KeyEpoch::Even,
+        7,
+        monotonic_ns() + 60_000_000_000,
+        IpAddr::from(A),
+        &key(1),
+    );
+    body.flags = stream_flags::EXIT;
+    apply(&mut b, rec(&body)).unwrap();
+    assert!(matches!(
+        send(&mut b, &mut a, outside).0,
+        IngressVerdict::Deliver { .. }
+    ));
+}

@@ -52,8 +52,8 @@ pub struct InstallStreamBody {
     pub lane: Lane,
     /// Which key slot: 0 (even) or 1 (odd), as the data header's epoch bit.
     pub epoch: u8,
-    /// Zero.
-    pub reserved: u8,
+    /// Bit set of [`stream_flags`] (ingress only; zero for egress).
+    pub flags: u8,
     /// Egress: the first hop's label. Ingress: the label this node chose for the stream.
     pub label: U32,
     /// Monotonic time (ns, `CLOCK_MONOTONIC`) past which the key must no longer be used,
@@ -89,7 +89,7 @@ impl InstallStreamBody {
             direction,
             lane,
             epoch: epoch.index() as u8,
-            reserved: 0,
+            flags: 0,
             label: U32::new(label),
             expires_at_ns: U64::new(expires_at_ns),
             peer: IpAddrField::new(peer),
@@ -117,8 +117,11 @@ impl InstallStreamBody {
     }
 
     pub(super) fn check(&self) -> Result<(), WireError> {
-        if self.reserved != 0 || self.reserved2 != [0; 3] {
+        if self.flags & !stream_flags::ALL != 0 || self.reserved2 != [0; 3] {
             return Err(WireError::Reserved);
+        }
+        if self.direction == Direction::Egress && self.flags != 0 {
+            return Err(WireError::Field("egress stream with ingress flags"));
         }
         if self.epoch > 1 {
             return Err(WireError::Field("key epoch is neither 0 nor 1"));
@@ -541,8 +544,20 @@ pub mod policy_flags {
     /// This node is a portal: it may deliver inner packets for destinations outside the
     /// overlay.
     pub const PORTAL: u8 = 0b10;
+    /// Inner destinations that no local route covers are internet-bound: delivered only
+    /// from streams allowed to exit ([`super::stream_flags::EXIT`]) on a portal, otherwise
+    /// dropped and counted. Without it every opened packet is delivered.
+    pub const GUARD_EXIT: u8 = 0b100;
     /// Every flag this version knows.
-    pub const ALL: u8 = RELAY | PORTAL;
+    pub const ALL: u8 = RELAY | PORTAL | GUARD_EXIT;
+}
+
+/// Flag bits of [`InstallStreamBody::flags`].
+pub mod stream_flags {
+    /// Ingress: the source may use this node as its internet exit (same owner, on a portal).
+    pub const EXIT: u8 = 0b1;
+    /// Every flag this version knows.
+    pub const ALL: u8 = EXIT;
 }
 
 /// Node-wide data plane policy, replaced whole.

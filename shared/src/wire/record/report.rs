@@ -145,11 +145,14 @@ pub enum CounterId {
     IngressPackets = 14,
     /// Packets forwarded for other nodes (traffic, not a drop).
     RelayedPackets = 15,
+    /// Internet-bound packets from a stream that may not exit here (not a portal, or
+    /// another owner's node).
+    ExitDenied = 16,
 }
 
 impl CounterId {
     /// Every counter, in id order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::MalformedPacket,
         Self::UnknownLabel,
         Self::BadTag,
@@ -165,6 +168,7 @@ impl CounterId {
         Self::EgressPackets,
         Self::IngressPackets,
         Self::RelayedPackets,
+        Self::ExitDenied,
     ];
 
     /// The counter for an id byte.
@@ -193,6 +197,7 @@ impl CounterId {
             Self::EgressPackets => "egress_packets",
             Self::IngressPackets => "ingress_packets",
             Self::RelayedPackets => "relayed_packets",
+            Self::ExitDenied => "exit_denied",
         }
     }
 }
