@@ -2,10 +2,10 @@
 # Installs what building, testing and the demo need, idempotently, on Debian as root.
 set -euo pipefail
 
-# Debian packages: iproute2, iperf3 and nftables (to cut links) drive the namespace tests;
+# Debian packages: iproute2, iperf3, nftables (to cut links and NAT) and curl drive the namespace tests;
 # openssl gives the AES-GCM reference figure; pkg-config and a C compiler build the -sys
 # crates.
-packages=(build-essential pkg-config iproute2 iputils-ping iperf3 nftables openssl)
+packages=(build-essential pkg-config iproute2 iputils-ping iperf3 nftables openssl curl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -43,6 +43,10 @@ pub struct Status {
     pub accepted_routes: Vec<String>,
     /// Advertised prefixes of peers Guardian did not authorize.
     pub routes_refused: u64,
+    /// A rift's portal.
+    pub exit_portal: String,
+    /// Internet-bound packets refused here.
+    pub exit_denied: u64,
 }
 
 impl Status {

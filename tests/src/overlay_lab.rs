@@ -420,6 +420,83 @@ impl Lab {
         ns
     }
 
+    /// A stand-in for the internet: namespace `inet` with a server address (returned) on
+    /// its loopback and one link to each of `portals`, whose default route it becomes
+    /// (portal k is `198.18.k.2`, the internet side `198.18.k.1`).
+    pub fn internet(&mut self, portals: &[&str]) -> (String, String) {
+        let ns = format!("cfx{}inet", self.tag);
+        must(&["ip", "netns", "add", &ns]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        must(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "198.18.100.1/32",
+            "dev",
+            "lo",
+        ]);
+        for (k, p) in portals.iter().enumerate() {
+            let k = k + 1;
+            let pns = self.nodes[*p].ns.clone();
+            let (here, there) = (format!("in{k}"), format!("up{k}"));
+            must(&[
+                "ip", "-n", &ns, "link", "add", &here, "type", "veth", "peer", "name", &there,
+                "netns", &pns,
+            ]);
+            must(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("198.18.{k}.1/24"),
+                "dev",
+                &here,
+            ]);
+            must(&["ip", "-n", &ns, "link", "set", &here, "up"]);
+            must(&[
+                "ip",
+                "-n",
+                &pns,
+                "addr",
+                "add",
+                &format!("198.18.{k}.2/24"),
+                "dev",
+                &there,
+            ]);
+            must(&["ip", "-n", &pns, "link", "set", &there, "up"]);
+            must(&[
+                "ip",
+                "-n",
+                &pns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("198.18.{k}.1"),
+            ]);
+        }
+        self.lans.push(ns.clone());
+        (ns, "198.18.100.1".to_owned())
+    }
+
+    /// Kills every process in a node's namespace (its control process and data plane).
+    pub fn kill_all(&mut self, node: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.kill();
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", &n.ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: kill only sends a signal.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs a command in a node's namespace.
     pub fn exec(&self, node: &str, args: &[&str]) -> Output {
         let mut full = vec!["ip", "netns", "exec", &self.nodes[node].ns];

@@ -91,6 +91,8 @@ pub fn status(s: &StatusReply) -> String {
         ),
         ("ignored", ignored),
         ("roles", list_or_dash(&s.roles)),
+        ("portal in use", or_dash(&s.exit_portal)),
+        ("exit refused", format!("{} packets", s.exit_denied)),
         ("advertised routes", list_or_dash(&s.advertised_routes)),
         (
             "accepted routes",

@@ -109,6 +109,9 @@ pub struct Settings {
     /// Offer this node as an internet exit for its owner's nodes.
     #[arg(long)]
     pub portal: Option<bool>,
+    /// The portal a rift uses (node id, hex); default: its owner's best portal.
+    #[arg(long)]
+    pub portal_node: Option<String>,
     /// Send this node's internet traffic through its owner's portal.
     #[arg(long)]
     pub rift: Option<bool>,
@@ -217,6 +220,7 @@ impl Settings {
             data_dir,
             region,
             portal,
+            portal_node,
             rift,
             api_socket,
             presence_interval_ms,
@@ -333,6 +337,9 @@ pub struct DataPlane {
     pub advertise_routes: Vec<String>,
 }
 
+/// The `SO_MARK` of a rift's data plane sockets when the configuration gives none.
+pub const DEFAULT_RIFT_MARK: u32 = 0x00c0_f1c5;
+
 /// Data plane workers a node may ask for (one WebRTC association per worker and peer).
 pub const MAX_WORKERS: usize = 64;
 
@@ -398,7 +405,17 @@ impl DataPlane {
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 51820))),
             advertise: s.advertise.clone().unwrap_or_default(),
             workers,
-            mark: s.mark.unwrap_or(0),
+            // A rift routes everything into the tunnel except what carries this mark.
+            mark: match (s.mark, s.rift) {
+                (Some(0), Some(true)) => {
+                    return Err(ConfigError::Invalid(
+                        "rift needs a non-zero mark for the data plane's sockets".into(),
+                    ));
+                }
+                (Some(m), _) => m,
+                (None, Some(true)) => DEFAULT_RIFT_MARK,
+                (None, _) => 0,
+            },
             relay: s.relay.unwrap_or(false),
             idle_timeout,
             rekey_interval,
@@ -481,6 +498,8 @@ pub struct Config {
     pub portal: bool,
     /// Rift flag.
     pub rift: bool,
+    /// The portal a rift uses (default: its owner's best).
+    pub portal_node: Option<conflux_shared::id::NodeId>,
     /// The local API socket.
     pub api_socket: PathBuf,
     /// Control loop timings.
@@ -574,6 +593,15 @@ impl Config {
             region: s.region,
             portal: s.portal.unwrap_or(false),
             rift: s.rift.unwrap_or(false),
+            portal_node: s
+                .portal_node
+                .as_deref()
+                .map(|p| {
+                    conflux_shared::id::NodeId::from_hex(p).map_err(|_| {
+                        ConfigError::Invalid(format!("portal_node {p:?}: 32 hex digits"))
+                    })
+                })
+                .transpose()?,
             api_socket: s
                 .api_socket
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),

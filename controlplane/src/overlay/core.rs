@@ -31,6 +31,10 @@ pub trait Directory {
     fn region_of(&self, peer: NodeId) -> Option<String>;
     /// LAN prefixes a trusted peer makes reachable (authorized by its certificate).
     fn routes_of(&self, peer: NodeId) -> Vec<(IpAddr, u8)>;
+    /// Whether `peer` belongs to this node's owner (who may use this portal as an exit).
+    fn same_owner(&self, peer: NodeId) -> bool;
+    /// Trusted portals of this node's owner that it may talk to.
+    fn own_portals(&self) -> Vec<NodeId>;
 }
 
 impl Directory for crate::node::core::Node {
@@ -54,6 +58,12 @@ impl Directory for crate::node::core::Node {
     }
     fn routes_of(&self, peer: NodeId) -> Vec<(IpAddr, u8)> {
         crate::node::core::Node::routes_of(self, peer)
+    }
+    fn same_owner(&self, peer: NodeId) -> bool {
+        crate::node::core::Node::same_owner(self, peer)
+    }
+    fn own_portals(&self) -> Vec<NodeId> {
+        crate::node::core::Node::own_portals(self)
     }
 }
 
@@ -84,6 +94,14 @@ pub struct OverlayConfig {
     /// Unix milliseconds at start: the router's estimates are numbered from it, so a
     /// restarted node's are never taken for stale.
     pub unix_ms_at_start: u64,
+    /// This node's overlay address and the LAN prefixes it serves: delivered here; any
+    /// other destination of an arriving packet is internet-bound.
+    pub local: Vec<(IpAddr, u8)>,
+    /// This node is an internet exit for its owner's nodes.
+    pub portal: bool,
+    /// This node sends its internet traffic through a portal: `Some(None)` its owner's
+    /// best, `Some(Some(id))` that one.
+    pub rift: Option<Option<NodeId>>,
 }
 
 /// A command for the data plane (the link fans it out to the workers).
@@ -105,6 +123,8 @@ pub enum Command {
         key: StreamKey,
         /// Hard lifetime of the key.
         lifetime: Duration,
+        /// Ingress: the source may use this node as its internet exit.
+        exit: bool,
     },
     /// Remove a stream (every key).
     RemoveStream {
@@ -131,6 +151,20 @@ pub enum Command {
         destination: IpAddr,
         /// Prefix length.
         len: u8,
+    },
+    /// Node-wide data plane policy.
+    Policy {
+        /// Relay for others.
+        relay: bool,
+        /// Deliver internet-bound packets from streams allowed to exit.
+        portal: bool,
+        /// Hard key lifetime.
+        key_lifetime: Duration,
+    },
+    /// Deliver packets for `prefix` here (this node's address, its LANs).
+    LocalRoute {
+        /// The prefix.
+        prefix: (IpAddr, u8),
     },
     /// Accept packets from `prefix` on an ingress stream (a gateway's LAN).
     AllowSource {
@@ -347,6 +381,8 @@ pub struct Overlay {
     pub(super) adopted: Option<(Adopted, Instant)>,
     /// Which paths carry traffic to each destination.
     pub(super) router: crate::route::Router,
+    /// The portal this rift node's internet traffic goes through.
+    pub(super) exit: Option<NodeId>,
 }
 
 /// How often idle streams, rekeys and stuck set-ups are looked at.
@@ -362,7 +398,8 @@ impl Overlay {
         let mut router =
             crate::route::Router::new(me, cfg.router.clone(), now, cfg.unix_ms_at_start);
         router.set_geo(now, cfg.geo.clone());
-        Self {
+        let mut ov = Self {
+            exit: None,
             router,
             cfg,
             me,
@@ -387,7 +424,17 @@ impl Overlay {
             held: Vec::new(),
             unix_s: 0,
             adopted: None,
+        };
+        let key_lifetime = ov.key_lifetime();
+        ov.command(Command::Policy {
+            relay: ov.cfg.relay,
+            portal: ov.cfg.portal,
+            key_lifetime,
+        });
+        for prefix in ov.cfg.local.clone() {
+            ov.command(Command::LocalRoute { prefix });
         }
+        ov
     }
 
     /// Takes over what a previous control process left in the data plane: its traffic
@@ -535,7 +582,8 @@ impl Overlay {
     /// The data plane reported a packet to `dst` with no route.
     pub fn handle_miss(&mut self, now: Instant, dst: IpAddr, dir: &impl Directory) {
         self.status.misses += 1;
-        let Some(peer) = dir.peer_for_address(dst) else {
+        // Outside the overlay: the rift's portal carries it, if this node has one.
+        let Some(peer) = dir.peer_for_address(dst).or(self.exit) else {
             self.status.misses_unknown += 1;
             return;
         };
@@ -625,6 +673,7 @@ impl Overlay {
             Direction::In => label,
             Direction::Out => self.routes.get(&peer).map_or(0, |r| r.label()),
         };
+        let exit = direction == Direction::In && self.cfg.portal && dir.same_owner(peer);
         self.command(Command::InstallStream {
             stream_id: dp_id,
             direction: dp_dir,
@@ -633,7 +682,15 @@ impl Overlay {
             peer: address,
             key,
             lifetime,
+            exit,
         });
+        if direction == Direction::In && Some(peer) == self.exit {
+            // Replies from anywhere on the internet come back through the portal.
+            self.command(Command::AllowSource {
+                stream_id: dp_id,
+                prefix: (IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+            });
+        }
         if direction == Direction::In {
             // Hosts on a gateway's LAN send through the gateway's stream, and only there.
             for prefix in dir.routes_of(peer) {
@@ -777,6 +834,7 @@ impl Overlay {
         }
         self.next_sweep = now + SWEEP_EVERY;
         self.relay_tethers(now, dir);
+        self.choose_exit(now, dir);
         self.sweep_adopted(now, dir);
         let expired: Vec<(NodeId, Direction)> = self
             .out

@@ -22,11 +22,12 @@ use conflux_dataplane::control::snapshot::Snapshot;
 use conflux_dataplane::counters::monotonic_ns;
 use conflux_shared::id::{Label, StreamId};
 use conflux_shared::proto::TetherOpen;
+use conflux_shared::wire::record::control::{policy_flags, stream_flags};
 use conflux_shared::wire::record::{
     AllowedPrefixBody, Direction as DpDirection, InstallRelayBody, InstallRouteBody,
-    InstallStreamBody, InstallTetherBody, IpPrefix, MAX_NEXT_HOPS, NextHop, PrefixOp, RecordBody,
-    RecordRef, RemoveRelayBody, RemoveRouteBody, RemoveStreamBody, RemoveTetherBody, RingRecord,
-    TelemetryBody, TetherId, TetherState,
+    InstallStreamBody, InstallTetherBody, IpPrefix, MAX_NEXT_HOPS, NextHop, PolicyBody, PrefixOp,
+    RecordBody, RecordRef, RemoveRelayBody, RemoveRouteBody, RemoveStreamBody, RemoveTetherBody,
+    RingRecord, TelemetryBody, TetherId, TetherState,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -399,6 +400,7 @@ fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Comma
             peer,
             key,
             lifetime,
+            exit,
         } => {
             let epoch = if epoch == 0 {
                 conflux_shared::wire::data::KeyEpoch::Even
@@ -413,9 +415,12 @@ fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Comma
                 } else {
                     0
                 };
-                let body = InstallStreamBody::new(
+                let mut body = InstallStreamBody::new(
                     stream_id, direction, lane, epoch, label, expires, peer, &key,
                 );
+                if exit {
+                    body.flags = stream_flags::EXIT;
+                }
                 if let Ok(mut rec) = RingRecord::encode(&body) {
                     push(end, &rec);
                     rec.wipe();
@@ -461,6 +466,33 @@ fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Comma
         Command::RemoveRoute { destination, len } => match IpPrefix::new(destination, len) {
             Ok(prefix) => broadcast(workers, &RemoveRouteBody { prefix }),
             Err(e) => tracing::warn!(%destination, len, "route removal refused: {e}"),
+        },
+        Command::Policy {
+            relay,
+            portal,
+            key_lifetime,
+        } => {
+            let mut flags = policy_flags::GUARD_EXIT;
+            if relay {
+                flags |= policy_flags::RELAY;
+            }
+            if portal {
+                flags |= policy_flags::PORTAL;
+            }
+            broadcast(
+                workers,
+                &PolicyBody {
+                    flags,
+                    reserved: [0; 3],
+                    max_key_lifetime_s: U32::new(key_lifetime.as_secs().max(1) as u32),
+                    relay_rate_pps: U32::new(0),
+                    idle_timeout_s: U32::new(0),
+                },
+            )
+        }
+        Command::LocalRoute { prefix } => match IpPrefix::new(prefix.0, prefix.1) {
+            Ok(p) => broadcast(workers, &InstallRouteBody::local(p)),
+            Err(e) => tracing::warn!(prefix = ?prefix, "local route refused: {e}"),
         },
         Command::AllowSource { stream_id, prefix } => match IpPrefix::new(prefix.0, prefix.1) {
             Ok(p) => broadcast(

@@ -28,6 +28,7 @@
 //!   its own node; a route goes with its stream, a tether with its last user.
 
 mod core;
+mod exit;
 pub mod link;
 mod path;
 mod route;

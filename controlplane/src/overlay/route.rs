@@ -407,9 +407,13 @@ impl Overlay {
 
     /// Writes the route to `dst` as its up legs make it (or removes it when none is up).
     pub(super) fn install(&mut self, dst: NodeId) {
-        let Some((address, lan)) = self.out.get(&dst).map(|s| (s.address, s.lan.clone())) else {
+        let Some((address, mut lan)) = self.out.get(&dst).map(|s| (s.address, s.lan.clone()))
+        else {
             return;
         };
+        if self.exit == Some(dst) {
+            lan.push(super::exit::DEFAULT_V4);
+        }
         let Some(route) = self.routes.get(&dst) else {
             return;
         };
@@ -458,6 +462,14 @@ impl Overlay {
             route.installed = installed;
             route.written = hops;
         }
+    }
+
+    /// Writes the route to `dst` again even if its legs did not change (what it covers did).
+    pub(super) fn reinstall(&mut self, dst: NodeId) {
+        if let Some(r) = self.routes.get_mut(&dst) {
+            r.written.clear();
+        }
+        self.install(dst);
     }
 
     /// Removes the host route to `address` and the LAN prefixes behind it.
@@ -539,8 +551,11 @@ impl Overlay {
             return;
         };
         if r.installed
-            && let Some((address, lan)) = self.out.get(&dst).map(|s| (s.address, s.lan.clone()))
+            && let Some((address, mut lan)) = self.out.get(&dst).map(|s| (s.address, s.lan.clone()))
         {
+            if self.exit == Some(dst) {
+                lan.push(super::exit::DEFAULT_V4);
+            }
             self.remove_routes(address, &lan);
         }
         for leg in &r.legs {

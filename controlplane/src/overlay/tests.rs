@@ -40,6 +40,12 @@ impl Directory for Dir {
     fn routes_of(&self, _peer: NodeId) -> Vec<(IpAddr, u8)> {
         Vec::new()
     }
+    fn same_owner(&self, _peer: NodeId) -> bool {
+        true
+    }
+    fn own_portals(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
 }
 
 fn id(b: u8) -> NodeId {
@@ -59,6 +65,9 @@ fn cfg(relay: bool) -> OverlayConfig {
         router: crate::route::RouterConfig::q_routing(),
         geo: crate::route::GeoPolicy::open(),
         unix_ms_at_start: 1_000_000_000,
+        local: Vec::new(),
+        portal: false,
+        rift: None,
     }
 }
 

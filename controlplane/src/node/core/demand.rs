@@ -190,6 +190,22 @@ impl Node {
             .collect()
     }
 
+    /// Whether a trusted peer has this node's owner.
+    pub fn same_owner(&self, peer: NodeId) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.verdict.allows() && p.cert.owner == self.cert.owner)
+    }
+
+    /// Trusted portals of this node's owner that this node may talk to.
+    pub fn own_portals(&self) -> Vec<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.cert.portal && p.verdict.allows() && p.cert.owner == self.cert.owner)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Sets the LAN prefixes this node advertises (announced at once).
     pub fn set_routes(&mut self, routes: Vec<String>) {
         self.routes = routes;

@@ -25,6 +25,7 @@ use super::nats::{self, ConnEvent, DIRECTORY_BUCKET, subjects};
 use super::register::{Credential, GuardianClient, GuardianError, RegisterOptions, Registration};
 use crate::ctl::proto;
 
+mod exit;
 mod gateway;
 mod metrics;
 mod overlay;
@@ -206,6 +207,8 @@ struct Driver {
     _forwarding: Option<gateway::Forwarding>,
     /// Kernel routes for the LANs behind gateways.
     lan_routes: gateway::KernelRoutes,
+    /// A portal's NAT or a rift's policy routing (undone at an orderly stop).
+    host_exit: exit::HostExit,
 }
 
 async fn subscribe(client: &Client, subject: String) -> Result<Subscriber, RunError> {
@@ -244,13 +247,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         now(),
     )?;
     let mut node = node;
+    let exits = exits(&node, &cfg, &reg.overlay_address);
     let overlay = overlay::start(
         &cfg.dataplane,
         reg.node_id,
         &reg.overlay_address,
         &reg.subnet,
+        &exits,
     )
     .await?;
+    let host_exit = match &overlay {
+        Some(_) => exit::HostExit::start(&cfg, &exits, &reg.subnet),
+        None => exit::HostExit::default(),
+    };
     node.set_on_demand(overlay.is_some());
     node.set_relay(overlay.is_some() && cfg.dataplane.relay);
     let forwarding = advertise_routes(&mut node, &cfg, overlay.is_some());
@@ -296,6 +305,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         overlay,
         _forwarding: forwarding,
         lan_routes: gateway::KernelRoutes::new(&cfg.dataplane.tun),
+        host_exit,
     };
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<metrics::Scrape>(8);
     let metrics_task = match cfg.dataplane.metrics_address {
@@ -349,6 +359,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     };
     d.flush().await;
     d.lan_routes.clear();
+    d.host_exit.stop();
     if let Some(o) = d.overlay.take() {
         // An orderly stop takes the data plane (and the TUN device) down with it.
         o.link.close(true);
@@ -363,6 +374,34 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let _ = client.flush().await;
     info!("stopped");
     result
+}
+
+/// What this node delivers locally, and whether it is a portal or a rift.
+fn exits(node: &Node, cfg: &Config, address: &str) -> overlay::Exits {
+    let mut local: Vec<(std::net::IpAddr, u8)> = address
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| (ip, if ip.is_ipv4() { 32 } else { 128 }))
+        .into_iter()
+        .collect();
+    local.extend(
+        cfg.dataplane
+            .advertise_routes
+            .iter()
+            .filter_map(|r| crate::node::gateway::parse_prefix(r).ok()),
+    );
+    let certified = node.certificate().portal;
+    if cfg.portal && !certified {
+        warn!("portal = true, but Guardian did not certify this node as a portal");
+    }
+    if cfg.portal && cfg.rift {
+        warn!("a portal is its own exit: rift is ignored");
+    }
+    overlay::Exits {
+        local,
+        portal: cfg.portal && certified,
+        rift: (cfg.rift && !cfg.portal).then_some(cfg.portal_node),
+    }
 }
 
 /// Advertises the configured LAN prefixes (warning about any Guardian did not authorize:
@@ -599,6 +638,19 @@ impl Driver {
                 s.nats_state = self.nats_state.into();
                 s.nats_reconnects = self.reconnects;
                 s.registration_ms = self.registration_ms;
+                if let Some(o) = &self.overlay {
+                    if self.cfg.rift && !self.cfg.portal {
+                        s.roles.push("rift".into());
+                    }
+                    s.exit_portal = o.ov.exit().map(|p| p.to_string()).unwrap_or_default();
+                    s.exit_denied = o
+                        .dp_counters
+                        .values()
+                        .flat_map(|v| v.iter())
+                        .filter(|(k, _)| *k == "exit_denied")
+                        .map(|(_, v)| *v)
+                        .sum();
+                }
                 let _ = tx.send(s);
             }
             ApiRequest::Peers(tx) => drop(tx.send(self.node.peers())),

@@ -142,11 +142,23 @@ fn adopted(snap: &conflux_dataplane::control::snapshot::Snapshot) -> crate::over
 
 /// Starts or attaches to the data plane and makes the overlay, unless the node runs
 /// without one.
+/// What the node is as an internet exit or user of one.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Exits {
+    /// Prefixes delivered here (own address, served LANs).
+    pub(super) local: Vec<(IpAddr, u8)>,
+    /// A certified, configured portal.
+    pub(super) portal: bool,
+    /// A rift, with its chosen portal if configured.
+    pub(super) rift: Option<Option<NodeId>>,
+}
+
 pub(super) async fn start(
     cfg: &DataPlane,
     me: NodeId,
     address: &str,
     subnet: &str,
+    exits: &Exits,
 ) -> Result<Option<OverlayState>, crate::overlay::link::LinkError> {
     if cfg.mode == DataPlaneMode::None {
         return Ok(None);
@@ -201,6 +213,9 @@ pub(super) async fn start(
             router: cfg.routing.clone(),
             geo: cfg.geo.clone(),
             unix_ms_at_start: now().unix_ms,
+            local: exits.local.clone(),
+            portal: exits.portal,
+            rift: exits.rift,
         },
         me,
         Instant::now(),
