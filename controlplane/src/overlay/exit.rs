@@ -1,7 +1,8 @@
 //! Internet exits. A portal delivers internet-bound packets from its owner's nodes only
 //! (the data plane checks each stream's exit flag, set here from the certificate's owner);
 //! a rift node sends what is not for the overlay through one portal: the configured one,
-//! or its owner's portal the router rates cheapest. When that portal goes away (its
+//! or its owner's portal the router rates cheapest (never one in a region geo policy
+//! excludes; a preferred region's first). When that portal goes away (its
 //! presence expires, policy cuts it off) the rift moves to the next one.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,7 +27,15 @@ impl Overlay {
         let Some(wanted) = self.cfg.rift else {
             return;
         };
-        let usable = |p: NodeId| dir.address_of(p).is_some() && dir.allows(p);
+        let geo = self.router.geo().clone();
+        let region = |p: NodeId| dir.region_of(p).map(crate::route::Region::new);
+        // Geo policy applies to exits as to relays: never an excluded region's portal
+        // (nor one whose region is unknown while regions are excluded).
+        let usable = |p: NodeId| {
+            dir.address_of(p).is_some()
+                && dir.allows(p)
+                && (geo.exclude.is_empty() || region(p).is_some_and(|r| !geo.exclude.contains(&r)))
+        };
         let candidates: Vec<NodeId> = match wanted {
             Some(p) => vec![p],
             None => dir.own_portals(),
@@ -38,12 +47,21 @@ impl Overlay {
             return;
         }
         let cost = |p: &NodeId| {
+            let preferred =
+                geo.prefer.is_empty() || region(*p).is_some_and(|r| geo.prefer.contains(&r));
+            let penalty = if preferred {
+                0.0
+            } else {
+                crate::route::geo::PREFER_PENALTY_US
+            };
             self.router
                 .q_values(now, *p)
                 .iter()
                 .filter(|q| q.3)
                 .map(|q| q.1)
                 .fold(f64::INFINITY, f64::min)
+                .min(1e9)
+                + penalty
         };
         let next = candidates
             .iter()

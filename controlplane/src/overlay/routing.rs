@@ -49,6 +49,7 @@ impl Overlay {
             self.park_routes_through(now, via, true);
         }
         self.drain_router(now, dir);
+        self.choose_exit(now, dir);
     }
 
     /// Whether geo policy lets `relay` carry traffic to `dst`.

@@ -672,3 +672,68 @@ fn the_router_keeps_a_standby_through_the_relay_and_fails_over_without_a_round_t
     assert_eq!(last.len(), 1, "{last:?}");
     assert!(relay_label.contains(&last[0].1), "through r: {last:?}");
 }
+
+/// A directory of portals with regions, for the rift's choice.
+struct Portals {
+    regions: BTreeMap<NodeId, &'static str>,
+}
+
+impl Directory for Portals {
+    fn peer_for_address(&self, _ip: IpAddr) -> Option<NodeId> {
+        None
+    }
+    fn address_of(&self, peer: NodeId) -> Option<IpAddr> {
+        self.regions
+            .contains_key(&peer)
+            .then(|| format!("100.64.0.{}", peer.0[0]).parse().unwrap())
+    }
+    fn allows(&self, peer: NodeId) -> bool {
+        self.regions.contains_key(&peer)
+    }
+    fn pair_allowed(&self, _a: NodeId, _b: NodeId) -> bool {
+        true
+    }
+    fn relays(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
+    fn region_of(&self, peer: NodeId) -> Option<String> {
+        self.regions.get(&peer).map(|r| (*r).to_owned())
+    }
+    fn routes_of(&self, _peer: NodeId) -> Vec<(IpAddr, u8)> {
+        Vec::new()
+    }
+    fn same_owner(&self, _peer: NodeId) -> bool {
+        true
+    }
+    fn own_portals(&self) -> Vec<NodeId> {
+        self.regions.keys().copied().collect()
+    }
+}
+
+#[test]
+fn a_rift_never_exits_through_an_excluded_region_and_moves_when_its_portal_goes() {
+    let now = Instant::now();
+    let mut c = cfg(false);
+    c.rift = Some(None);
+    c.geo = crate::route::GeoPolicy {
+        exclude: [crate::route::Region::new("bad")].into(),
+        ..crate::route::GeoPolicy::open()
+    };
+    let mut ov = Overlay::new(c, id(1), now);
+    let mut dir = Portals {
+        regions: [(id(2), "bad"), (id(3), "good"), (id(4), "good")].into(),
+    };
+    ov.choose_exit(now, &dir);
+    assert_eq!(
+        ov.exit(),
+        Some(id(3)),
+        "the cheapest allowed portal (ties by id)"
+    );
+    // The portal goes away: the rift moves to the next allowed one, never to "bad".
+    dir.regions.remove(&id(3));
+    ov.choose_exit(now, &dir);
+    assert_eq!(ov.exit(), Some(id(4)));
+    dir.regions.remove(&id(4));
+    ov.choose_exit(now, &dir);
+    assert_eq!(ov.exit(), None, "only an excluded portal is left");
+}
