@@ -307,13 +307,19 @@ fn method(s: &mut String, run: &RunResult) {
          - Topology: fresh network namespaces for every repetition of every system. A and B \
          are joined by one veth pair (10.99.0.1/24, 10.99.0.2/24); relayed systems run A ↔ R ↔ B \
          over two pairs (10.99.1.0/24, 10.99.2.0/24) and R does not route IP. Tunnels carry \
-         10.98.0.0/24 with an inner MTU of 1420 (Conflux: its data plane's default, 1400). \
+         10.98.0.0/24 with an inner MTU of 1420 (Conflux: its data plane's default, 1352, so \
+         that a full-size inner packet, sealed, is one SCTP DATA chunk in one DTLS record in \
+         one 1,500-byte datagram). \
          Every process of the run, the tunnel ends, both iperf3 ends and the kernel share the \
          same {} cores.\n\
          - Configurations: each peer as set up below; boringtun both with `--threads 1` \
          (twice its default's speed on this machine before) and with its default. Conflux: \
          `conflux-dataplane run` per node ({}) with `conflux-dataplane static` installing \
-         streams with random secrets; the relay holds no stream key.\n\
+         WebRTC tethers (ICE, DTLS 1.2 checked against each peer's certificate fingerprint, \
+         SCTP data channels), streams with random secrets, routes and relay entries; the \
+         relay holds no stream key. The row marked *plain tethers* carries one sealed packet \
+         per UDP datagram instead (no DTLS record, no SCTP chunk): a framing-free reference, \
+         not a configuration a node uses.\n\
          - Throughput: `iperf3 -c <B> -J -t {} -P 1` and `-P 4`; the receiver's rate.\n\
          - UDP: `iperf3 -c <B> -u -l {} -w 4M -b <rate> -t {}`, at most {} trials: start at \
          the TCP -P1 rate, step down while loss is over {}%, double while under, then bisect; \
@@ -335,10 +341,18 @@ fn method(s: &mut String, run: &RunResult) {
          added up, from before the TCP -P1 test to after the loaded ping.\n\
          - Versions: {}.\n",
         run.machine.cores,
-        if run.dataplane_args.is_empty() {
-            "its defaults: one worker per core, pinned".to_owned()
-        } else {
-            format!("with `{}`", run.dataplane_args.join(" "))
+        {
+            // The harness's own choice unless the run named the workers (see `systems::conflux`).
+            let mut args: Vec<&str> = Vec::new();
+            if !run
+                .dataplane_args
+                .iter()
+                .any(|a| a.starts_with("--workers"))
+            {
+                args.extend(["--workers", "1", "--no-pin"]);
+            }
+            args.extend(run.dataplane_args.iter().map(String::as_str));
+            format!("with `{}`", args.join(" "))
         },
         p.tcp_secs,
         p.udp_len,
