@@ -64,6 +64,12 @@ pub fn preflight() {
     }
 }
 
+/// Gives `dev` in namespace `ns` the address `cidr` and brings it up.
+fn addr_up(ns: &str, cidr: &str, dev: &str) {
+    must(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev]);
+    must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+}
+
 /// One node of the lab.
 pub struct LabNode {
     /// Its namespace.
@@ -161,17 +167,7 @@ impl Lab {
         ]);
         must(&["ip", "link", "set", &outside, "master", &self.bridge, "up"]);
         let underlay = format!("10.{}.0.{idx}", self.net);
-        must(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{underlay}/24"),
-            "dev",
-            &inside,
-        ]);
-        must(&["ip", "-n", &ns, "link", "set", &inside, "up"]);
+        addr_up(&ns, &format!("{underlay}/24"), &inside);
         let home = self.cluster.dir.path().join("nodes").join(name);
         std::fs::create_dir_all(&home).unwrap();
         let socket = home.join("conflux.sock");
@@ -393,28 +389,8 @@ impl Lab {
             "ip", "-n", &gw_ns, "link", "add", &inside_gw, "type", "veth", "peer", "name", "eth0",
             "netns", &ns,
         ]);
-        must(&[
-            "ip",
-            "-n",
-            &gw_ns,
-            "addr",
-            "add",
-            &format!("{gw_ip}/{len}"),
-            "dev",
-            &inside_gw,
-        ]);
-        must(&["ip", "-n", &gw_ns, "link", "set", &inside_gw, "up"]);
-        must(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{host}/{len}"),
-            "dev",
-            "eth0",
-        ]);
-        must(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        addr_up(&gw_ns, &format!("{gw_ip}/{len}"), &inside_gw);
+        addr_up(&ns, &format!("{host}/{len}"), "eth0");
         must(&["ip", "-n", &ns, "route", "add", "default", "via", &gw_ip]);
         self.lans.push(ns.clone());
         ns
@@ -445,28 +421,8 @@ impl Lab {
                 "ip", "-n", &ns, "link", "add", &here, "type", "veth", "peer", "name", &there,
                 "netns", &pns,
             ]);
-            must(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("198.18.{k}.1/24"),
-                "dev",
-                &here,
-            ]);
-            must(&["ip", "-n", &ns, "link", "set", &here, "up"]);
-            must(&[
-                "ip",
-                "-n",
-                &pns,
-                "addr",
-                "add",
-                &format!("198.18.{k}.2/24"),
-                "dev",
-                &there,
-            ]);
-            must(&["ip", "-n", &pns, "link", "set", &there, "up"]);
+            addr_up(&ns, &format!("198.18.{k}.1/24"), &here);
+            addr_up(&pns, &format!("198.18.{k}.2/24"), &there);
             must(&[
                 "ip",
                 "-n",
