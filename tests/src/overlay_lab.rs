@@ -489,6 +489,19 @@ impl Lab {
         None
     }
 
+    /// Time to the first reply from `to` within `limit`; dumps both nodes' logs and fails
+    /// the test if none comes.
+    pub fn reach(&self, from: &str, to: &str, limit: Duration) -> Duration {
+        match self.first_reply(from, to, limit) {
+            Some(t) => t,
+            None => {
+                self.dump(from, 60);
+                self.dump(to, 60);
+                panic!("{from} does not reach {to}");
+            }
+        }
+    }
+
     /// Prints the last lines of a node's log (for a failing test).
     pub fn dump(&self, node: &str, lines: usize) {
         let log = self.logs.join(format!("conflux-{node}.log"));

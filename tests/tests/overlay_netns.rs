@@ -30,7 +30,7 @@ fn overlay_direct_and_relayed_traffic() {
     lab.block("a", "c");
 
     // Direct: the first packet sets up streams, tether and route.
-    let first = reach(&lab, "a", "b");
+    let first = lab.reach("a", "b", LIMIT);
     eprintln!("time to first reply a → b: {first:?}");
     let routes = lab.get("a").ctl.overlay().unwrap();
     let b_id = lab.id("b");
@@ -112,7 +112,7 @@ fn overlay_tethers_spread_over_every_data_plane_worker() {
     lab.block("a", "d");
 
     // Two workers each end: two associations, one per worker on each side.
-    let first = reach(&lab, "a", "b");
+    let first = lab.reach("a", "b", LIMIT);
     eprintln!("time to first reply a → b (2 × 2 workers): {first:?}");
     let before = lab.get("b").ctl.overlay().unwrap();
     let r = lab.iperf3_flows("a", "b", 5, false, 16).finish();
@@ -151,7 +151,7 @@ fn overlay_tethers_spread_over_every_data_plane_worker() {
     }
 
     // Two workers against one: both of a's workers hold an association to c's only one.
-    let first = reach(&lab, "a", "c");
+    let first = lab.reach("a", "c", LIMIT);
     eprintln!("time to first reply a → c (2 × 1 workers): {first:?}");
     let r = lab.iperf3_flows("c", "a", 5, true, 8).finish();
     assert!(r.ok, "iperf3 -P 8 a → c failed");
@@ -167,7 +167,7 @@ fn overlay_tethers_spread_over_every_data_plane_worker() {
     assert!(c.workers[0].ingress_packets > 0);
 
     // Relayed: each of r's workers forwards what its own associations bring in.
-    let first = reach(&lab, "a", "d");
+    let first = lab.reach("a", "d", LIMIT);
     eprintln!("time to first reply a → d through r (2 workers each): {first:?}");
     let r = lab.iperf3_flows("a", "d", 5, false, 16).finish();
     assert!(r.ok, "iperf3 -P 16 a → d through r failed");
@@ -187,18 +187,6 @@ fn overlay_tethers_spread_over_every_data_plane_worker() {
     }
 }
 
-/// Time to the first reply from `to`; dumps both nodes' logs and fails if none comes.
-fn reach(lab: &Lab, from: &str, to: &str) -> Duration {
-    match lab.first_reply(from, to, LIMIT) {
-        Some(t) => t,
-        None => {
-            lab.dump(from, 40);
-            lab.dump(to, 40);
-            panic!("{from} does not reach {to}");
-        }
-    }
-}
-
 fn has_stream(lab: &Lab, node: &str, peer: &str) -> bool {
     let id = lab.id(peer);
     lab.get(node).ctl.streams().iter().any(|s| s.peer_id == id)
@@ -212,7 +200,7 @@ fn overlay_policy_keeps_other_realms_and_taints_out_and_a_taint_change_cuts_a_fl
     lab.node("b", REALM, &["dev"], "");
     lab.node("e", REALM, &["prod"], "");
     lab.node("d", "other", &["dev"], "");
-    reach(&lab, "a", "b");
+    lab.reach("a", "b", LIMIT);
 
     // Incompatible taints: nothing gets through, and no stream exists on either side.
     assert!(!lab.ping_once("a", "e", 2), "a must not reach e");
@@ -251,7 +239,7 @@ fn overlay_idle_streams_dissolve_on_both_ends_and_new_traffic_rebuilds_them() {
     let idle = "idle_timeout_ms = 3000";
     lab.node("a", REALM, &["dev"], idle);
     lab.node("b", REALM, &["dev"], idle);
-    reach(&lab, "a", "b");
+    lab.reach("a", "b", LIMIT);
     assert!(has_stream(&lab, "a", "b") && has_stream(&lab, "b", "a"));
     let gone = wait::until_true("streams, routes and tethers to dissolve", LIMIT, || {
         ["a", "b"].iter().all(|n| {
@@ -273,7 +261,7 @@ fn overlay_rekeys_under_load_without_a_stall() {
     let rekey = "rekey_interval_ms = 2000";
     lab.node("a", REALM, &["dev"], rekey);
     lab.node("b", REALM, &["dev"], rekey);
-    reach(&lab, "a", "b");
+    lab.reach("a", "b", LIMIT);
     let before = lab.get("a").ctl.overlay().unwrap().counter("rekeys");
     let r = lab.iperf3("a", "b", 12, false);
     assert!(r.ok, "iperf3 failed");
@@ -298,7 +286,7 @@ fn overlay_traffic_survives_a_killed_control_process_and_a_restart_resumes_it() 
     let mut lab = Lab::new();
     lab.node("a", REALM, &["dev"], "");
     lab.node("b", REALM, &["dev"], "");
-    reach(&lab, "a", "b");
+    lab.reach("a", "b", LIMIT);
     let before = lab.get("a").ctl.status().unwrap();
     let run = lab.iperf3_start("a", "b", 14, false);
     std::thread::sleep(Duration::from_secs(3));
@@ -356,7 +344,7 @@ fn overlay_traffic_survives_a_nats_restart_and_new_streams_follow() {
     lab.node("a", REALM, &["dev"], "");
     lab.node("b", REALM, &["dev"], "");
     lab.node("c", REALM, &["dev"], "");
-    reach(&lab, "a", "b");
+    lab.reach("a", "b", LIMIT);
     let run = lab.iperf3_start("a", "b", 6, false);
     std::thread::sleep(Duration::from_secs(1));
     lab.cluster.kill_nats();

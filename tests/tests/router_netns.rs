@@ -37,14 +37,6 @@ fn up_legs(r: &Route) -> Vec<(String, u32)> {
         .collect()
 }
 
-fn reach(lab: &Lab, from: &str, to: &str) {
-    if lab.first_reply(from, to, LIMIT).is_none() {
-        lab.dump(from, 60);
-        lab.dump(to, 60);
-        panic!("{from} does not reach {to}");
-    }
-}
-
 #[test]
 fn cutting_the_active_path_moves_traffic_to_another_within_two_seconds() {
     let mut lab = Lab::new();
@@ -52,7 +44,7 @@ fn cutting_the_active_path_moves_traffic_to_another_within_two_seconds() {
     lab.node("b", REALM, &["dev"], "");
     lab.node("r1", REALM, &["dev"], "relay = true");
     lab.node("r2", REALM, &["dev"], "relay = true");
-    reach(&lab, "a", "b");
+    lab.reach("a", "b", LIMIT);
     // Three paths: direct, through r1, through r2; the router keeps a second one ready.
     wait::until_true("a second path to b to be up", LIMIT, || {
         route(&lab, "a", "b").is_some_and(|r| up_legs(&r).len() >= 2)
@@ -118,7 +110,7 @@ fn two_shaped_links_carry_more_together_than_one_alone() {
     // full speed).
     lab.shape("a", "b", LINK_MBIT);
     lab.shape("a", "r", LINK_MBIT);
-    reach(&lab, "a", "b");
+    lab.reach("a", "b", LIMIT);
     wait::until_true("both paths to b to be up", LIMIT, || {
         route(&lab, "a", "b").is_some_and(|r| up_legs(&r).len() >= 2)
     });
@@ -157,7 +149,7 @@ fn an_excluded_region_never_relays_and_conflux_ctl_changes_the_policy_at_once() 
     lab.node("rbad", REALM, &["dev"], "relay = true\nregion = \"bad\"");
     lab.node("rgood", REALM, &["dev"], "relay = true\nregion = \"good\"");
     lab.block("a", "b");
-    reach(&lab, "a", "b");
+    lab.reach("a", "b", LIMIT);
     let r = lab.iperf3("a", "b", 3, false);
     assert!(r.ok);
     let via = route(&lab, "a", "b").expect("a route to b");

@@ -26,7 +26,8 @@ const PREFS: [&str; 3] = ["5200", "5201", "5202"];
 /// The portal's nftables table.
 const NAT_TABLE: &str = "conflux_portal";
 
-fn run(cmd: &str, args: &[&str], input: Option<&str>) -> Result<(), String> {
+/// Runs a host command (`ip`, `nft`), feeding it `input`; `Err` holds its stderr.
+pub(super) fn run(cmd: &str, args: &[&str], input: Option<&str>) -> Result<(), String> {
     let mut c = Command::new(cmd);
     c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     if input.is_some() {

@@ -2,7 +2,6 @@
 //! accepted LAN prefixes on the other nodes' TUN devices. Both are undone at an orderly stop.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use tracing::{info, warn};
 
@@ -50,19 +49,7 @@ pub(super) struct KernelRoutes {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    super::exit::run("ip", args, None)
 }
 
 impl KernelRoutes {
