@@ -58,8 +58,12 @@ use super::Telemetry;
 
 /// η₀: the learning rate between two fresh, confident estimates.
 pub const ETA_BASE: f64 = 0.5;
-/// Extra cost per unit of loss fraction, microseconds.
+/// Extra cost per unit of loss fraction above [`CONGESTION_LOSS`], microseconds.
 pub const LOSS_PENALTY_US: f64 = 200_000.0;
+/// Loss a busy path shows from its own congestion (TCP fills a bottleneck's queue until it
+/// drops): queueing delay already prices it, so only loss beyond it is penalised; else the
+/// path carrying the load always looks worst and the shares swing away from it.
+pub const CONGESTION_LOSS: f64 = 0.05;
 /// Smoothing of queue depth, loss and service time per report.
 pub const LINK_SMOOTHING: f64 = 0.3;
 /// Time per packet assumed before a busy interval has measured it.
@@ -136,7 +140,8 @@ impl Link {
         }
         let service = self.service_us.unwrap_or(DEFAULT_SERVICE_US);
         let loss = self.loss.min(0.9);
-        (rtt / 2.0 + self.queue * service) / (1.0 - loss) + loss * LOSS_PENALTY_US
+        (rtt / 2.0 + self.queue * service) / (1.0 - loss)
+            + (loss - CONGESTION_LOSS).max(0.0) * LOSS_PENALTY_US
     }
 
     /// Forgets queue and loss history (the link came back after being abandoned).
