@@ -13,12 +13,12 @@ use std::time::Instant;
 
 use conflux_shared::crypto::aead::{DropReason, Verdict};
 use conflux_shared::wire::data::{DataPacket, PacketType};
-use conflux_shared::wire::record::{CounterId, RouteTarget, TetherId};
+use conflux_shared::wire::record::{CounterId, TetherId};
 
 use crate::counters::Counters;
 use crate::packet::InnerPacket;
 use crate::relay::{RelayLimiter, relay};
-use crate::table::Tables;
+use crate::table::{Tables, is_local};
 
 /// What became of one packet of an ingress batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,6 +126,7 @@ fn open_run<B: AsMut<[u8]>>(
     let guard = tables.policy.guard_exit;
     let may_exit = tables.policy.portal && tables.ingress[stream].exit;
     let s = &mut tables.ingress[stream];
+    let (local_hosts, routes) = (&tables.local_hosts, &tables.routes);
     s.opener.open_batch(now, packets, scratch);
     for ((p, v), a) in packets
         .iter_mut()
@@ -146,10 +147,7 @@ fn open_run<B: AsMut<[u8]>>(
                     Ok(inner)
                         if guard
                             && !may_exit
-                            && !tables
-                                .routes
-                                .lookup(inner.destination())
-                                .is_some_and(|r| r.target == RouteTarget::Local) =>
+                            && !is_local(local_hosts, routes, inner.destination()) =>
                     {
                         IngressVerdict::Drop(CounterId::ExitDenied)
                     }

@@ -123,6 +123,9 @@ pub struct Tables {
     pub ingress_by_label: HashMap<Label, usize, FlowBuildHasher>,
     /// Destination prefix → route.
     pub routes: PrefixTable<Route>,
+    /// Host addresses with a local route (this node's own): almost every delivered packet
+    /// is for one, so the exit guard checks them before the prefix table.
+    pub local_hosts: Vec<std::net::IpAddr>,
     /// Inbound label → next hop, for routes passing through.
     pub relays: HashMap<Label, RelayEntry, FlowBuildHasher>,
     /// Tethers by id.
@@ -237,13 +240,14 @@ impl Tables {
                 let mut route = Route::from_record(b);
                 route.stream = self.stream_for(&route, Prefix::from_record(&b.prefix));
                 self.routes.insert(Prefix::from_record(&b.prefix), route);
+                self.index_local_hosts();
                 Ok(())
             }
-            RecordRef::RemoveRoute(b) => self
-                .routes
-                .remove(&Prefix::from_record(&b.prefix))
-                .map(|_| ())
-                .ok_or(ApplyError::Unknown),
+            RecordRef::RemoveRoute(b) => {
+                let removed = self.routes.remove(&Prefix::from_record(&b.prefix));
+                self.index_local_hosts();
+                removed.map(|_| ()).ok_or(ApplyError::Unknown)
+            }
             RecordRef::InstallRelay(b) => {
                 let in_label = b.in_label.get();
                 if self.ingress_by_label.contains_key(&in_label) {
@@ -362,6 +366,15 @@ impl Tables {
             .map(|i| i as u32)
     }
 
+    fn index_local_hosts(&mut self) {
+        self.local_hosts = self
+            .routes
+            .iter()
+            .filter(|(_, r)| r.target == RouteTarget::Local)
+            .filter_map(|(p, _)| p.host_address())
+            .collect();
+    }
+
     /// Re-resolves every route's stream after streams changed.
     fn link_routes(&mut self) {
         let links: Vec<Option<u32>> = self
@@ -456,6 +469,20 @@ impl Tables {
     pub fn route_for(&self, dst: IpAddr) -> Option<&Route> {
         self.routes.lookup(dst)
     }
+}
+
+/// Whether packets for `ip` are delivered here: one of the node's own addresses, or a
+/// local route covers it (split from [`Tables`] so a worker can ask while it holds a stream).
+#[inline]
+pub fn is_local(
+    local_hosts: &[std::net::IpAddr],
+    routes: &PrefixTable<Route>,
+    ip: std::net::IpAddr,
+) -> bool {
+    local_hosts.contains(&ip)
+        || routes
+            .lookup(ip)
+            .is_some_and(|r| r.target == RouteTarget::Local)
 }
 
 #[cfg(test)]

@@ -51,6 +51,15 @@ impl Prefix {
         self.len
     }
 
+    /// The single address of a host prefix (/32 or /128).
+    pub fn host_address(&self) -> Option<IpAddr> {
+        match (self.v6, self.len) {
+            (false, 32) => Some(IpAddr::V4(std::net::Ipv4Addr::from(self.bits as u32))),
+            (true, 128) => Some(IpAddr::V6(std::net::Ipv6Addr::from(self.bits))),
+            _ => None,
+        }
+    }
+
     /// Whether this is a zero-length (default) prefix.
     pub fn is_empty(&self) -> bool {
         self.len == 0
