@@ -451,7 +451,11 @@ fn internet_bound_packets_need_a_portal_and_a_stream_allowed_to_exit() {
         rec(&InstallRouteBody::local(IpPrefix::host(IpAddr::from(B)))),
     )
     .unwrap();
-    assert_eq!(b.local_hosts, vec![IpAddr::from(B)], "own address on the fast path");
+    assert_eq!(
+        b.local_hosts,
+        vec![IpAddr::from(B)],
+        "own address on the fast path"
+    );
     let outside = [198, 18, 0, 9];
     // No guard: everything opened is delivered (the static driver's default).
     assert!(matches!(
