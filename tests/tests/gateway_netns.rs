@@ -83,7 +83,7 @@ fn a_lan_behind_a_gateway_is_reachable_and_an_unauthorized_prefix_is_ignored() {
     assert!(ip_routes.contains("192.168.77.0/24"), "{ip_routes}");
     assert!(!ip_routes.contains("192.168.88.0/24"), "{ip_routes}");
 
-    // An orderly stop removes the kernel routes a added.
+    // Nothing a added to the host routing table remains after an orderly stop.
     lab.get_mut("a").stop();
     let ip_routes =
         String::from_utf8_lossy(&lab.exec("a", &["ip", "route", "show"]).stdout).into_owned();

@@ -407,13 +407,9 @@ impl Overlay {
 
     /// Writes the route to `dst` as its up legs make it (or removes it when none is up).
     pub(super) fn install(&mut self, dst: NodeId) {
-        let Some((address, mut lan)) = self.out.get(&dst).map(|s| (s.address, s.lan.clone()))
-        else {
+        let Some((address, lan)) = self.covered(dst) else {
             return;
         };
-        if self.exit == Some(dst) {
-            lan.push(super::exit::DEFAULT_V4);
-        }
         let Some(route) = self.routes.get(&dst) else {
             return;
         };
@@ -470,6 +466,17 @@ impl Overlay {
             r.written.clear();
         }
         self.install(dst);
+    }
+
+    /// What the route to `dst` covers besides its host address: the LANs behind it, and
+    /// everything else when it is this rift's portal.
+    fn covered(&self, dst: NodeId) -> Option<(IpAddr, Vec<(IpAddr, u8)>)> {
+        let s = self.out.get(&dst)?;
+        let mut lan = s.lan.clone();
+        if self.exit == Some(dst) {
+            lan.push(super::exit::DEFAULT_V4);
+        }
+        Some((s.address, lan))
     }
 
     /// Removes the host route to `address` and the LAN prefixes behind it.
@@ -551,11 +558,8 @@ impl Overlay {
             return;
         };
         if r.installed
-            && let Some((address, mut lan)) = self.out.get(&dst).map(|s| (s.address, s.lan.clone()))
+            && let Some((address, lan)) = self.covered(dst)
         {
-            if self.exit == Some(dst) {
-                lan.push(super::exit::DEFAULT_V4);
-            }
             self.remove_routes(address, &lan);
         }
         for leg in &r.legs {

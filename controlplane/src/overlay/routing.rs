@@ -39,13 +39,14 @@ impl Overlay {
         self.learn_regions(now, dir);
         self.router.set_geo(now, policy);
         // Bootstrap legs are not the router's: judge them here too.
-        let bad: Vec<(NodeId, NodeId)> = self
+        let bad: BTreeSet<NodeId> = self
             .routes
             .iter()
             .flat_map(|(d, r)| r.legs.iter().filter_map(|l| l.via()).map(move |v| (*d, v)))
             .filter(|(d, v)| !self.relay_allowed(*v, *d))
+            .map(|(_, v)| v)
             .collect();
-        for (_, via) in bad {
+        for via in bad {
             self.park_routes_through(now, via, true);
         }
         self.drain_router(now, dir);
