@@ -1,14 +1,15 @@
 //! `conflux-dataplane`: the node's privileged packet mover.
 //!
-//! - `conflux-dataplane run --tun cfx0 --address 100.64.0.1/24 --listen 0.0.0.0:51820
-//!   --socket /run/conflux/dataplane.sock`: opens the TUN queues and UDP sockets, starts
-//!   one worker per core and serves the rings to a control process.
+//! - `conflux-dataplane run --tun cfx0 --address 100.64.0.1/24 [--address6 fd7a:cf::1/64]
+//!   --listen 0.0.0.0:51820 --socket /run/conflux/dataplane.sock`: opens the TUN queues and
+//!   UDP sockets, starts one worker per core and serves the rings to a control process. A
+//!   wildcard listen address (`0.0.0.0` or `[::]`) serves IPv4 and IPv6 underlays alike.
 //! - `conflux-dataplane static --config node.toml`: attaches to a running data plane and
 //!   installs a static configuration (see `conflux_dataplane::static_config`).
 //! - `conflux-dataplane snapshot --socket PATH`: prints the running data plane's tables and
 //!   counters as JSON (it attaches, so not while another control process is attached).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,12 +67,16 @@ struct RunArgs {
     /// Overlay IPv4 address and prefix length of the interface, e.g. 100.64.0.1/24.
     #[arg(long)]
     address: Option<String>,
+    /// Overlay IPv6 address and prefix length, added beside the IPv4 one, e.g. fd7a:cf::1/64.
+    #[arg(long)]
+    address6: Option<String>,
     /// TUN MTU. The default keeps one full-size inner packet in one WebRTC DATA chunk
     /// and one UDP datagram on a 1,500-byte underlay (see `conflux_dataplane::tether`).
     #[arg(long, default_value_t = TUN_MTU as u32)]
     mtu: u32,
     /// UDP address to bind (the port is shared with SO_REUSEPORT, or the first of one per
-    /// worker with --port-per-worker).
+    /// worker with --port-per-worker). A wildcard (0.0.0.0 or [::]) binds one dual-stack
+    /// socket per worker that serves IPv4 and IPv6 peers.
     #[arg(long, default_value = "0.0.0.0:51820")]
     listen: SocketAddr,
     /// Workers (default: one per core).
@@ -111,9 +116,43 @@ fn install_signals() {
     }
 }
 
+/// Parses `a.b.c.d/len` (`--address`).
 fn parse_v4(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
-    let (a, l) = s.split_once('/').context("address must be a.b.c.d/len")?;
-    Ok((a.parse()?, l.parse()?))
+    let (a, l) = s
+        .split_once('/')
+        .with_context(|| format!("--address {s:?}: must be a.b.c.d/len"))?;
+    if a.parse::<Ipv6Addr>().is_ok() {
+        anyhow::bail!("--address {s:?} is IPv6; give it with --address6");
+    }
+    let ip = a
+        .parse()
+        .with_context(|| format!("--address {s:?}: {a:?} is not an IPv4 address"))?;
+    let len: u8 = l
+        .parse()
+        .with_context(|| format!("--address {s:?}: {l:?} is not a prefix length"))?;
+    anyhow::ensure!(len <= 32, "--address {s:?}: prefix length {len} is past 32");
+    Ok((ip, len))
+}
+
+/// Parses `addr/len` (`--address6`).
+fn parse_v6(s: &str) -> anyhow::Result<(Ipv6Addr, u8)> {
+    let (a, l) = s
+        .split_once('/')
+        .with_context(|| format!("--address6 {s:?}: must be address/len"))?;
+    if a.parse::<Ipv4Addr>().is_ok() {
+        anyhow::bail!("--address6 {s:?} is IPv4; give it with --address");
+    }
+    let ip = a
+        .parse()
+        .with_context(|| format!("--address6 {s:?}: {a:?} is not an IPv6 address"))?;
+    let len: u8 = l
+        .parse()
+        .with_context(|| format!("--address6 {s:?}: {l:?} is not a prefix length"))?;
+    anyhow::ensure!(
+        len <= 128,
+        "--address6 {s:?}: prefix length {len} is past 128"
+    );
+    Ok((ip, len))
 }
 
 fn pin(core: usize) {
@@ -134,7 +173,11 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         queues.push(TunQueue::open(&a.tun, !a.no_offload)?);
     }
     let addr = a.address.as_deref().map(parse_v4).transpose()?;
+    let addr6 = a.address6.as_deref().map(parse_v6).transpose()?;
     tun::configure(&a.tun, a.mtu, addr)?;
+    if let Some((ip, len)) = addr6 {
+        tun::add_ipv6(&a.tun, ip, len)?;
+    }
     tracing::info!(tun = %a.tun, workers, offloads = ?queues[0].offloads, "TUN ready");
 
     // One certificate for every worker: peers expect one fingerprint per node.
@@ -234,5 +277,30 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&attached.snapshot)?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_addresses_parse_by_family_with_clear_errors() {
+        assert_eq!(
+            parse_v4("100.64.0.1/24").unwrap(),
+            ("100.64.0.1".parse().unwrap(), 24)
+        );
+        assert_eq!(
+            parse_v6("fd7a:cf::1/64").unwrap(),
+            ("fd7a:cf::1".parse().unwrap(), 64)
+        );
+        let e = parse_v4("fd7a:cf::1/64").unwrap_err().to_string();
+        assert!(e.contains("is IPv6; give it with --address6"), "{e}");
+        let e = parse_v6("10.0.0.1/24").unwrap_err().to_string();
+        assert!(e.contains("is IPv4; give it with --address"), "{e}");
+        assert!(parse_v4("100.64.0.1/33").is_err());
+        assert!(parse_v6("fd7a:cf::1/129").is_err());
+        assert!(parse_v6("fd7a:cf::1").is_err());
+        assert!(parse_v4("100.64.0/24").is_err());
     }
 }

@@ -3,11 +3,11 @@
 //! hands over and accepts GSO super-packets of up to 64 KiB.
 //!
 //! The interface's MTU, IPv4 address and up flag are set with the classic `SIOCSIF*`
-//! ioctls, which need no netlink library; an IPv6 overlay address is left to the operator
-//! (or the control process) for now.
+//! ioctls, which need no netlink library; an IPv6 address is added the same way, with
+//! `SIOCSIFADDR` on an IPv6 socket (`in6_ifreq`).
 
 use std::ffi::CString;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::vnet::VNET_HDR_LEN;
@@ -194,6 +194,44 @@ pub fn configure(name: &str, mtu: u32, addr: Option<(Ipv4Addr, u8)>) -> Result<(
     check(unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req) })
         .map_err(sys("SIOCSIFFLAGS", name))?;
     Ok(())
+}
+
+/// Adds an IPv6 address / prefix length to the interface (beside its IPv4 one). An address
+/// the interface already has is left as it is.
+pub fn add_ipv6(name: &str, ip: Ipv6Addr, len: u8) -> Result<(), TunError> {
+    if len > 128 {
+        return Err(TunError::Sys {
+            op: "IPv6 prefix length",
+            name: name.into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{len} is past 128"),
+            ),
+        });
+    }
+    let c = CString::new(name).map_err(|_| TunError::Name(name.into()))?;
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(sys("if_nametoindex", name)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a plain datagram socket for interface ioctls.
+    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    check(raw).map_err(sys("socket (IPv6)", name))?;
+    // SAFETY: fresh fd owned here.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let req = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: ip.octets(),
+        },
+        ifr6_prefixlen: u32::from(len),
+        ifr6_ifindex: index as libc::c_int,
+    };
+    // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads an in6_ifreq.
+    match check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &req) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r.map_err(sys("SIOCSIFADDR (IPv6)", name)),
+    }
 }
 
 fn sockaddr_v4(ip: Ipv4Addr) -> libc::sockaddr {

@@ -57,11 +57,7 @@ impl Ice {
             is_controlling: cfg.ice_controlling,
             multicast_dns_mode: MulticastDnsMode::Disabled,
             candidate_types: vec![CandidateType::Host],
-            network_types: vec![if cfg.local_addr.is_ipv4() {
-                NetworkType::Udp4
-            } else {
-                NetworkType::Udp6
-            }],
+            network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
             ..Default::default()
         };
         let mut agent =
