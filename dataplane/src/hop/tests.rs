@@ -118,6 +118,9 @@ impl Ends {
         for _ in 0..2000 {
             self.step(Duration::from_millis(20));
             if self.up(&self.changes_a) && self.up(&self.changes_b) {
+                // One more exchange: the first path MTU probes and their answers, so
+                // full-size packets fit (a tether starts at the base size).
+                self.step(Duration::from_millis(1));
                 return;
             }
         }

@@ -18,7 +18,12 @@ pub const UNDERLAY_MTU: usize = 1500;
 /// IPv6 + UDP headers: the larger of the two address families, so one size serves both.
 pub const IP_UDP_OVERHEAD: usize = 48;
 /// Largest UDP payload a tether sends: one datagram never fragments on a 1,500-byte path.
+/// Path MTU discovery searches up to it.
 pub const MAX_DATAGRAM: usize = UNDERLAY_MTU - IP_UDP_OVERHEAD;
+/// UDP payload every path is assumed to carry before probing: IPv6's minimum link MTU
+/// (1,280 bytes, RFC 8200 §5) less the IPv6 and UDP headers. A tether starts there, and
+/// falls back to it after a black hole.
+pub const BASE_DATAGRAM: usize = 1280 - IP_UDP_OVERHEAD;
 /// Largest SCTP packet: a datagram less the DTLS record's header, explicit nonce and tag.
 pub const MAX_SCTP_PACKET: usize = MAX_DATAGRAM - RECORD_OVERHEAD;
 /// Largest message (inner packet) a tether carries as one DATA chunk in one datagram.

@@ -52,6 +52,15 @@
 //! tag. Peers must raise their SCTP MTU the same way; a fragmented message is dropped and
 //! counted rather than reassembled.
 //!
+//! Not every path carries 1,452-byte datagrams. Each association discovers what its path
+//! does ([`sctp::pmtu`], DPLPMTUD): it starts at [`config::BASE_DATAGRAM`] (1,232 bytes),
+//! probes up to [`config::MAX_DATAGRAM`] with HEARTBEAT + PAD probes that carry no data,
+//! searches again every ten minutes, and falls back to the base at once when big messages
+//! stop getting through while small ones do. [`Tether::max_message`] follows the confirmed
+//! size, and [`Tether::send_batch`] refuses (and counts in `too_big`) a message above it
+//! rather than let the path drop it silently; the packet path keeps inner packets within it
+//! (TCP MSS clamping, ICMP "fragmentation needed" / "packet too big" to the inner sender).
+//!
 //! # Run loop
 //!
 //! ```text
@@ -529,6 +538,19 @@ impl Tether {
         }
     }
 
+    /// The largest message [`Self::send_batch`] takes now: one DATA chunk in one datagram of
+    /// the association's confirmed path MTU (the base until the first probe answers; 0
+    /// before the tether is up).
+    #[inline]
+    pub fn max_message(&self) -> usize {
+        self.assoc.as_ref().map_or(0, Association::max_message)
+    }
+
+    /// The association's confirmed path MTU (a UDP payload size), once up.
+    pub fn plpmtu(&self) -> Option<usize> {
+        self.assoc.as_ref().map(Association::plpmtu)
+    }
+
     fn try_take_over(&mut self, now: Instant) {
         let Some(params) = self.sctp_setup.as_ref().and_then(|s| s.snoop.params()) else {
             return;
@@ -558,9 +580,10 @@ impl Tether {
             return summary;
         };
         let channels = u32::from(self.cfg.channels);
+        let max = assoc.max_message().min(MAX_MESSAGE);
         for p in batch.iter_mut() {
             p.datagram_len = 0;
-            if p.len > MAX_MESSAGE || p.buf.len() < HEADROOM + p.len + TAILROOM {
+            if p.len > max || p.buf.len() < HEADROOM + p.len + TAILROOM {
                 self.counters.too_big += 1;
                 summary.refused += 1;
                 continue;
@@ -622,6 +645,10 @@ impl Tether {
             }
         }
         let assoc = self.assoc.as_mut()?;
+        if let Some(n) = assoc.poll_probe(now, &mut buf[RECORD_HEADROOM..RECORD_HEADROOM + room]) {
+            let len = sealer.seal(content::APPLICATION_DATA, buf, n).ok()?;
+            return Some(Transmit { to, len });
+        }
         let n = assoc.poll_control(now, &mut buf[RECORD_HEADROOM..RECORD_HEADROOM + room])?;
         let len = sealer.seal(content::APPLICATION_DATA, buf, n).ok()?;
         Some(Transmit { to, len })
@@ -713,6 +740,10 @@ impl Tether {
             duplicates: s.duplicates,
             fragments_dropped: s.fragments_dropped,
             foreign_datagrams: c.foreign_datagrams,
+            plpmtu: self.plpmtu().unwrap_or(0),
+            max_message: self.max_message(),
+            pmtu_probes: s.pmtu.probes_sent,
+            pmtu_black_holes: s.pmtu.black_holes,
         }
     }
 }

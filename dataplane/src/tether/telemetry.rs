@@ -81,7 +81,7 @@ pub struct Telemetry {
     pub loss: f64,
     /// Messages refused because the send window was full.
     pub send_refused: u64,
-    /// Messages refused because they exceed the MTU or their buffer.
+    /// Messages refused because they exceed the path MTU or their buffer.
     pub too_big: u64,
     /// Messages sent and not yet acknowledged or abandoned (queue depth).
     pub in_flight_packets: u32,
@@ -97,6 +97,14 @@ pub struct Telemetry {
     pub fragments_dropped: u64,
     /// Datagrams that were neither STUN nor DTLS, or came from an unchecked address.
     pub foreign_datagrams: u64,
+    /// Confirmed path MTU: the largest UDP payload sent (0 before the tether is up).
+    pub plpmtu: usize,
+    /// Largest message sent now (follows `plpmtu`).
+    pub max_message: usize,
+    /// Path MTU probes sent.
+    pub pmtu_probes: u64,
+    /// Falls back to the base path MTU after a black hole.
+    pub pmtu_black_holes: u64,
 }
 
 /// Counters the tether keeps outside the association.

@@ -68,6 +68,8 @@ struct Pair {
     cut_b_to_a: bool,
     /// Drop everything A sends.
     cut_a_to_b: bool,
+    /// Drop datagrams longer than this, both ways (a path MTU, silently enforced).
+    max_len: usize,
     got_a: Vec<(u16, Vec<u8>)>,
     got_b: Vec<(u16, Vec<u8>)>,
     events_a: Vec<TetherEvent>,
@@ -117,6 +119,7 @@ impl Pair {
             rng: Rng(0x9e37_79b9_7f4a_7c15),
             cut_b_to_a: false,
             cut_a_to_b: false,
+            max_len: usize::MAX,
             got_a: Vec::new(),
             got_b: Vec::new(),
             events_a: Vec::new(),
@@ -131,7 +134,7 @@ impl Pair {
         } else {
             self.cut_b_to_a
         };
-        if self.rng.chance(self.net.loss) || cut {
+        if self.rng.chance(self.net.loss) || cut || data.len() > self.max_len {
             return;
         }
         let jitter = if self.net.jitter.is_zero() {
@@ -215,9 +218,13 @@ impl Pair {
         done(self)
     }
 
+    /// Runs until both tethers are up and their path MTU searches have completed.
     fn connect(&mut self) {
         let ok = self.run_until(Duration::from_secs(10), |p| {
-            p.a.state() == TetherState::Up && p.b.state() == TetherState::Up
+            p.a.state() == TetherState::Up
+                && p.b.state() == TetherState::Up
+                && p.searched(true)
+                && p.searched(false)
         });
         assert!(
             ok,
@@ -225,6 +232,14 @@ impl Pair {
             self.a.state(),
             self.b.state()
         );
+    }
+
+    /// Whether one side's path MTU search has completed.
+    fn searched(&self, a: bool) -> bool {
+        let t = if a { &self.a } else { &self.b };
+        t.assoc
+            .as_ref()
+            .is_some_and(|s| s.path_mtu().phase() == sctp::pmtu::PmtuPhase::Complete)
     }
 
     /// Sends `count` numbered messages from one side, in batches, as the window allows.
@@ -557,4 +572,106 @@ fn random_datagrams_are_dropped_and_counted() {
     p.send_numbered(false, 0, 10, 100);
     p.run_until(Duration::from_secs(1), |p| p.got_a.len() == 10);
     assert_eq!(p.got_a.len(), 10);
+}
+
+/// Every tether starts at the base, and its search ends within the granularity below what
+/// the path carries; a message that fits is one datagram, one that does not is refused.
+#[test]
+fn path_mtu_converges_to_the_largest_size_the_path_carries() {
+    // 1,280-byte IPv4 link (1,252 bytes of UDP payload), a few in between, a full one.
+    for path in [1252, 1300, 1400, 1452] {
+        let (a, b) = configs(false);
+        let mut p = Pair::new(a, b, CLEAN);
+        p.max_len = path;
+        p.connect();
+        for t in [&p.a, &p.b] {
+            let m = t.telemetry();
+            assert!(
+                m.plpmtu <= path && path - m.plpmtu < sctp::pmtu::GRANULARITY,
+                "path {path}: PLPMTU {}",
+                m.plpmtu
+            );
+            assert_eq!(m.max_message, t.max_message());
+            assert_eq!(m.pmtu_black_holes, 0);
+        }
+        let max = p.a.max_message();
+        assert_eq!(
+            super::record::RECORD_OVERHEAD + sctp::wire::DATA_OFFSET + max,
+            p.a.plpmtu().unwrap(),
+            "the largest message fills the datagram"
+        );
+        p.send_numbered(true, 0, 100, max);
+        p.run_until(Duration::from_secs(1), |p| p.got_b.len() == 100);
+        assert_eq!(p.got_b.len(), 100, "path {path}: full-size messages arrive");
+        let before = p.a.telemetry().too_big;
+        let mut buf = vec![0u8; HEADROOM + max + 4 + TAILROOM];
+        let mut batch = [OutPacket {
+            buf: &mut buf,
+            len: max + 4,
+            flow: 0,
+            datagram_len: 0,
+        }];
+        assert_eq!(p.a.send_batch(p.now, &mut batch).refused, 1);
+        assert_eq!(p.a.telemetry().too_big, before + 1, "refused and counted");
+        let t = p.a.telemetry();
+        assert_eq!(t.packets_lost, 0, "path {path}: probing lost no data");
+    }
+}
+
+/// The path shrinks under a stream of full-size messages: big messages stop being
+/// acknowledged while heartbeats still are, the tether falls back to the base at once and
+/// finds the new size, and full-size messages of that size flow again.
+#[test]
+fn path_mtu_drop_mid_stream_is_detected_and_recovered() {
+    let (a, b) = configs(false);
+    let net = Net {
+        latency: Duration::from_millis(5),
+        loss: 0.0,
+        jitter: Duration::ZERO,
+    };
+    let mut p = Pair::new(a, b, net);
+    p.connect();
+    assert_eq!(p.a.plpmtu(), Some(MAX_DATAGRAM - 3));
+    let mut id = 0;
+    for _ in 0..20 {
+        let len = p.a.max_message();
+        id += p.send_numbered(true, id, 50, len);
+        p.run_until(Duration::from_millis(20), |_| false);
+    }
+    let cut_at = p.now;
+    p.max_len = 1300;
+    // The sender keeps sending the largest message the tether takes.
+    let mut recovered = None;
+    while p.now < cut_at + Duration::from_secs(10) {
+        let len = p.a.max_message();
+        id += p.send_numbered(true, id, 20, len);
+        p.run_until(Duration::from_millis(20), |_| false);
+        let t = p.a.telemetry();
+        if recovered.is_none()
+            && t.pmtu_black_holes == 1
+            && p.searched(true)
+            && t.plpmtu > 1300 - sctp::pmtu::GRANULARITY
+        {
+            recovered = Some(p.now - cut_at);
+            break;
+        }
+    }
+    let took = recovered.unwrap_or_else(|| panic!("not recovered: {:?}", p.a.telemetry()));
+    eprintln!(
+        "path MTU 1,452 → 1,300: recovered in {took:?}: {:?}",
+        p.a.telemetry()
+    );
+    // Detection (8 lost big messages, three probe rounds) and a search after a 1 s rebound.
+    assert!(took < Duration::from_secs(4), "recovery took {took:?}");
+    let t = p.a.telemetry();
+    assert!(t.plpmtu <= 1300, "{t:?}");
+    // From now on nothing is lost.
+    let (delivered, lost) = (p.got_b.len() as u64, t.packets_lost);
+    let len = p.a.max_message();
+    p.send_numbered(true, id, 1000, len);
+    p.run_until(Duration::from_secs(2), |p| {
+        p.got_b.len() as u64 == delivered + 1000
+    });
+    assert_eq!(p.got_b.len() as u64, delivered + 1000);
+    assert_eq!(p.a.telemetry().packets_lost, lost);
 }

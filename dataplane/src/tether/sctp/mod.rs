@@ -8,12 +8,14 @@
 //! payloads, SACKs and FORWARD-TSNs written into caller-owned buffers, heartbeats for RTT
 //! and liveness. Nothing here allocates after construction.
 
+pub mod pmtu;
 pub mod rx;
 pub mod tx;
 pub mod wire;
 
 use std::time::{Duration, Instant};
 
+use pmtu::{PathMtu, PmtuConfig, PmtuStats};
 use rx::{Arrival, RecvTracker};
 use tx::{SendRefused, SendTracker};
 use wire::{Data, Init, Packet, Sack, WireError, chunk, data_flags};
@@ -26,8 +28,23 @@ const MAX_GAP_BLOCKS: usize = 64;
 const MAX_DUPS: usize = 4;
 /// Largest HEARTBEAT value echoed back.
 const MAX_HEARTBEAT_ECHO: usize = 128;
+/// HEARTBEATs waiting for their answer at most.
+const MAX_ECHOES: usize = 4;
 /// DATA chunks per packet whose delivery is tracked (bits of [`Inbound::accepted`]).
 pub const MAX_CHUNKS_TRACKED: usize = 128;
+/// PAD chunk (RFC 4820): fills a probe to the size tried. Its type's top bits (10) tell a
+/// receiver that does not know it to skip it silently.
+pub const PAD_CHUNK: u8 = 0x84;
+/// Parameter heading a regular HEARTBEAT's info: type 1, length 20 (nonce, send time).
+const HB_INFO: [u8; 4] = [0, 1, 0, 20];
+/// Parameter heading a probe's HEARTBEAT info: type 1, length 24 (nonce, send time, size).
+const PROBE_INFO: [u8; 4] = [0, 1, 0, 24];
+
+/// Largest message a datagram of `datagram` bytes carries as one DATA chunk, when
+/// `overhead` bytes of it lie below SCTP.
+pub const fn max_message_in(datagram: usize, overhead: usize) -> usize {
+    datagram.saturating_sub(overhead + wire::DATA_OFFSET) & !3
+}
 
 /// Tunables of the owned data path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +64,11 @@ pub struct AssocConfig {
     pub max_in_flight: usize,
     /// Receive window this end advertises.
     pub local_rwnd: u32,
+    /// Path MTU discovery.
+    pub pmtu: PmtuConfig,
+    /// Big messages lost in a row (none acked between) before the current path MTU is
+    /// put to the test.
+    pub black_hole_after: u32,
 }
 
 impl Default for AssocConfig {
@@ -59,6 +81,16 @@ impl Default for AssocConfig {
             heartbeat_interval: Duration::from_millis(250),
             max_in_flight: 8 << 20,
             local_rwnd: 4 << 20,
+            pmtu: PmtuConfig {
+                base: crate::tether::config::BASE_DATAGRAM,
+                max: crate::tether::config::MAX_DATAGRAM,
+                overhead: crate::tether::record::RECORD_OVERHEAD,
+                max_probes: 3,
+                probe_timeout: Duration::from_millis(100),
+                raise_interval: Duration::from_secs(600),
+                rebound: Duration::from_secs(1),
+            },
+            black_hole_after: 8,
         }
     }
 }
@@ -154,6 +186,8 @@ pub struct AssocStats {
     pub sacks_sent: u64,
     /// HEARTBEATs sent.
     pub heartbeats_sent: u64,
+    /// Path MTU probes and their outcomes.
+    pub pmtu: PmtuStats,
 }
 
 /// What one inbound packet carried.
@@ -178,20 +212,25 @@ pub struct Association {
     n_dups: usize,
     hb_nonce: u64,
     hb_next: Instant,
-    hb_echo: [u8; MAX_HEARTBEAT_ECHO],
-    hb_echo_len: Option<usize>,
+    /// HEARTBEATs to answer: a probe and the small HEARTBEAT right behind it can arrive
+    /// before this end polls, and both need their answer.
+    hb_echo: [[u8; MAX_HEARTBEAT_ECHO]; MAX_ECHOES],
+    hb_echo_len: [usize; MAX_ECHOES],
+    hb_echoes: usize,
     cookie_ack_due: bool,
     shutdown_ack_due: bool,
     abort_due: bool,
     srtt: Option<Duration>,
     end: Option<AssocEnd>,
     stats: AssocStats,
+    pmtu: PathMtu,
 }
 
 impl Association {
     /// Takes over from the library with the snooped parameters.
     pub fn new(params: AssocParams, cfg: AssocConfig, now: Instant) -> Self {
-        Self {
+        let pmtu = PathMtu::new(cfg.pmtu, now);
+        let mut a = Self {
             params,
             cfg,
             rx: RecvTracker::new(params.peer_initial_tsn),
@@ -209,14 +248,44 @@ impl Association {
             n_dups: 0,
             hb_nonce: 0,
             hb_next: now,
-            hb_echo: [0; MAX_HEARTBEAT_ECHO],
-            hb_echo_len: None,
+            hb_echo: [[0; MAX_HEARTBEAT_ECHO]; MAX_ECHOES],
+            hb_echo_len: [0; MAX_ECHOES],
+            hb_echoes: 0,
             cookie_ack_due: false,
             shutdown_ack_due: false,
             abort_due: false,
             srtt: None,
             end: None,
             stats: AssocStats::default(),
+            pmtu,
+        };
+        let base = a.pmtu.config().align(cfg.pmtu.base);
+        a.tx.set_big_above(max_message_in(base, cfg.pmtu.overhead));
+        a
+    }
+
+    /// The confirmed path MTU: the largest datagram this association sends.
+    pub fn plpmtu(&self) -> usize {
+        self.pmtu.plpmtu()
+    }
+
+    /// The largest message [`Self::frame_data`] should be given now: one DATA chunk in one
+    /// datagram of [`Self::plpmtu`] bytes.
+    #[inline]
+    pub fn max_message(&self) -> usize {
+        max_message_in(self.pmtu.plpmtu(), self.cfg.pmtu.overhead)
+    }
+
+    /// The path MTU search.
+    pub fn path_mtu(&self) -> &PathMtu {
+        &self.pmtu
+    }
+
+    /// Puts the path MTU to the test when big messages keep going missing.
+    fn check_black_hole(&mut self) {
+        if self.tx.big_lost_run >= self.cfg.black_hole_after {
+            self.tx.big_lost_run = 0;
+            self.pmtu.suspect();
         }
     }
 
@@ -227,7 +296,10 @@ impl Association {
 
     /// Counters.
     pub fn stats(&self) -> AssocStats {
-        self.stats
+        AssocStats {
+            pmtu: self.pmtu.stats(),
+            ..self.stats
+        }
     }
 
     /// Smoothed RTT from heartbeats.
@@ -324,6 +396,7 @@ impl Association {
                     let gaps = (0..s.gaps).map(|g| s.gap(g));
                     let reorder = self.reorder_window();
                     self.tx.on_sack(s.cum_tsn, s.a_rwnd, gaps, now, reorder);
+                    self.check_black_hole();
                 }
                 chunk::FORWARD_TSN => {
                     let v: [u8; 4] = c
@@ -336,8 +409,11 @@ impl Association {
                 }
                 chunk::HEARTBEAT => {
                     if c.value.len() <= MAX_HEARTBEAT_ECHO {
-                        self.hb_echo[..c.value.len()].copy_from_slice(c.value);
-                        self.hb_echo_len = Some(c.value.len());
+                        // The newest replaces the last slot when all are taken.
+                        let i = self.hb_echoes.min(MAX_ECHOES - 1);
+                        self.hb_echo[i][..c.value.len()].copy_from_slice(c.value);
+                        self.hb_echo_len[i] = c.value.len();
+                        self.hb_echoes = i + 1;
                     }
                 }
                 chunk::HEARTBEAT_ACK => self.on_heartbeat_ack(now, c.value),
@@ -396,12 +472,20 @@ impl Association {
     }
 
     fn on_heartbeat_ack(&mut self, now: Instant, value: &[u8]) {
-        // Our heartbeat info: parameter type 1, length 20, nonce, send time in µs.
-        if value.len() < 20 || value[..4] != [0, 1, 0, 20] {
+        // Our heartbeat info: parameter type 1, length 20 (24 for a probe), nonce, send
+        // time in µs (, probed size).
+        let be64 = |v: &[u8]| u64::from_be_bytes(v.try_into().unwrap_or_default());
+        if value.len() >= 24 && value[..4] == PROBE_INFO {
+            let size = u32::from_be_bytes(value[20..24].try_into().unwrap_or_default());
+            self.pmtu
+                .on_probe_ack(now, be64(&value[4..12]), size as usize);
             return;
         }
-        let nonce = u64::from_be_bytes(value[4..12].try_into().unwrap_or_default());
-        let sent_us = u64::from_be_bytes(value[12..20].try_into().unwrap_or_default());
+        if value.len() < 20 || value[..4] != HB_INFO {
+            return;
+        }
+        let nonce = be64(&value[4..12]);
+        let sent_us = be64(&value[12..20]);
         if nonce > self.hb_nonce || self.hb_nonce - nonce > 16 {
             return;
         }
@@ -409,10 +493,41 @@ impl Association {
         let Some(sample) = now.checked_duration_since(sent) else {
             return;
         };
+        self.pmtu.on_heartbeat_ack(sent);
         self.srtt = Some(match self.srtt {
             None => sample,
             Some(s) => (s * 7 + sample) / 8,
         });
+    }
+
+    /// Writes a path MTU probe into `buf` when one is due: a HEARTBEAT and a PAD chunk
+    /// filling the packet to the size tried, less [`PmtuConfig::overhead`]. Returns its
+    /// length. A probe never carries data or other control chunks, so losing it loses
+    /// nothing else.
+    pub fn poll_probe(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let overhead = self.cfg.pmtu.overhead;
+        if !self.pmtu.probe_due(now) {
+            return None;
+        }
+        let due = self.pmtu.poll_probe(now)?;
+        let len = due.size.checked_sub(overhead)?;
+        let mut at = wire::COMMON_HEADER_LEN;
+        let mut info = [0u8; 24];
+        info[..4].copy_from_slice(&PROBE_INFO);
+        info[4..12].copy_from_slice(&due.nonce.to_be_bytes());
+        let us = now.duration_since(self.epoch).as_micros() as u64;
+        info[12..20].copy_from_slice(&us.to_be_bytes());
+        info[20..24].copy_from_slice(&(due.size as u32).to_be_bytes());
+        at += wire::write_chunk(buf.get_mut(at..)?, chunk::HEARTBEAT, 0, &info).ok()?;
+        let pad = len.checked_sub(at + wire::CHUNK_HEADER_LEN)?;
+        let room = buf.get_mut(at..len)?;
+        wire::write_chunk_header(room, PAD_CHUNK, 0, wire::CHUNK_HEADER_LEN + pad);
+        room[wire::CHUNK_HEADER_LEN..].fill(0);
+        wire::write_common_header(buf, PORT, PORT, self.params.peer_vtag);
+        wire::seal_checksum(&mut buf[..len]);
+        // A small HEARTBEAT right behind it tells a lost probe from a dead path.
+        self.hb_next = now;
+        Some(len)
     }
 
     /// Whether a control packet is waiting for [`Self::poll_control`].
@@ -421,7 +536,7 @@ impl Association {
             || self.cookie_ack_due
             || self.shutdown_ack_due
             || self.sack_due
-            || self.hb_echo_len.is_some()
+            || self.hb_echoes > 0
             || now >= self.hb_next
     }
 
@@ -464,8 +579,8 @@ impl Association {
         if let Some(fwd) = self.tx.take_forward(now) {
             at += wire::write_forward_tsn(&mut buf[at..], fwd).ok()?;
         }
-        if let Some(len) = self.hb_echo_len.take() {
-            let (head, echo) = (&mut buf[at..], &self.hb_echo[..len]);
+        for i in 0..std::mem::take(&mut self.hb_echoes) {
+            let (head, echo) = (&mut buf[at..], &self.hb_echo[i][..self.hb_echo_len[i]]);
             at += wire::write_chunk(head, chunk::HEARTBEAT_ACK, 0, echo).ok()?;
         }
         if now >= self.hb_next {
@@ -494,6 +609,8 @@ impl Association {
         }
         let timeout = self.abandon_timeout();
         self.tx.on_timer(now, timeout);
+        self.check_black_hole();
+        self.pmtu.handle_timeout(now, self.srtt);
     }
 
     /// The next instant a timer needs [`Self::handle_timeout`] or [`Self::poll_control`].
@@ -503,6 +620,9 @@ impl Association {
             t = t.min(d);
         }
         if let Some(d) = self.tx.timer(self.abandon_timeout()) {
+            t = t.min(d);
+        }
+        if let Some(d) = self.pmtu.poll_timeout(self.srtt) {
             t = t.min(d);
         }
         t

@@ -64,6 +64,10 @@ pub struct SendTracker {
     pub lost: u64,
     /// FORWARD-TSN chunks sent.
     pub forwards_sent: u64,
+    /// Messages longer than this are "big": they need more than the base path MTU.
+    big_above: u16,
+    /// Big messages lost since the last big one was acked.
+    pub big_lost_run: u32,
 }
 
 impl std::fmt::Debug for SendTracker {
@@ -102,7 +106,14 @@ impl SendTracker {
             forward_sent_at: None,
             lost: 0,
             forwards_sent: 0,
+            big_above: u16::MAX,
+            big_lost_run: 0,
         }
+    }
+
+    /// Counts messages longer than `len` in [`Self::big_lost_run`].
+    pub fn set_big_above(&mut self, len: usize) {
+        self.big_above = len.min(usize::from(u16::MAX)) as u16;
     }
 
     #[inline]
@@ -154,19 +165,23 @@ impl SendTracker {
         self.sent_at[(tsn & MASK) as usize]
     }
 
-    /// Moves the base to `new_base`; returns how many of the TSNs passed were never acked.
-    fn release_to(&mut self, new_base: u32) -> u32 {
+    /// Moves the base to `new_base`; returns how many of the TSNs passed were never
+    /// gap-acked, and how many of those were big.
+    fn release_to(&mut self, new_base: u32) -> (u32, u32) {
         let mut unacked = 0;
+        let mut big = 0;
         let mut t = self.base.wrapping_add(1);
         while t != new_base.wrapping_add(1) {
             if !self.is_acked(t) {
                 unacked += 1;
-                self.in_flight_bytes -= usize::from(self.sizes[(t & MASK) as usize]);
+                let size = self.sizes[(t & MASK) as usize];
+                big += u32::from(size > self.big_above);
+                self.in_flight_bytes -= usize::from(size);
             }
             t = t.wrapping_add(1);
         }
         self.base = new_base;
-        unacked
+        (unacked, big)
     }
 
     /// Marks gap-acked TSNs; returns the highest TSN acked by cum or gaps.
@@ -189,6 +204,9 @@ impl SendTracker {
                     let i = (t & MASK) as usize;
                     self.acked[i / 64] |= 1 << (i % 64);
                     self.in_flight_bytes -= usize::from(self.sizes[i]);
+                    if self.sizes[i] > self.big_above {
+                        self.big_lost_run = 0;
+                    }
                 }
             }
         }
@@ -237,8 +255,9 @@ impl SendTracker {
         if after(cum, self.peer_cum) {
             self.peer_cum = cum;
             out.progressed = true;
-            if after(cum, self.base) {
-                self.release_to(cum);
+            if after(cum, self.base) && self.release_to(cum).1 > 0 {
+                // A big message got through.
+                self.big_lost_run = 0;
             }
         }
         // The peer still reports below our FORWARD-TSN point: the FORWARD-TSN was lost. Repeat
@@ -261,7 +280,8 @@ impl SendTracker {
     }
 
     fn abandon_to(&mut self, target: u32) -> u32 {
-        let lost = self.release_to(target);
+        let (lost, big) = self.release_to(target);
+        self.big_lost_run = self.big_lost_run.saturating_add(big);
         self.lost += u64::from(lost);
         self.forward_pending = true;
         lost
