@@ -9,6 +9,8 @@
 
 pub mod checksum;
 pub mod coalesce;
+pub mod icmp;
+pub mod mss;
 pub mod segment;
 
 /// Length of the header the TUN queue is configured for (`TUNSETVNETHDRSZ`).
