@@ -29,6 +29,7 @@
 
 pub mod mixed;
 pub mod open;
+pub mod stun;
 pub mod webrtc;
 
 #[cfg(test)]
@@ -149,6 +150,23 @@ pub trait HopTransport {
 
     /// Runs the timers due at `now`.
     fn handle_timeout(&mut self, now: Instant);
+
+    /// Adds remote candidates to an open WebRTC tether (trickle ICE, a peer's new NAT
+    /// mapping); returns whether the tether is open here.
+    fn add_candidates(&mut self, _now: Instant, _tether: TetherId, _cands: &[SocketAddr]) -> bool {
+        false
+    }
+
+    /// Turns the STUN binding service (for requests no ICE agent owns) on or off.
+    fn set_stun_service(&mut self, _on: bool) {}
+
+    /// Asks STUN servers for this worker's server-reflexive address.
+    fn stun_query(&mut self, _now: Instant, _servers: &[SocketAddr]) {}
+
+    /// The next `(server, reflexive address)` a STUN server told.
+    fn poll_reflexive(&mut self) -> Option<(SocketAddr, SocketAddr)> {
+        None
+    }
 }
 
 /// The framing-free transport: each datagram is exactly one sealed data packet.

@@ -23,6 +23,7 @@ pub mod hop;
 pub mod ingress;
 pub mod packet;
 pub mod relay;
+pub mod stun;
 pub mod static_config;
 pub mod table;
 pub mod tether;

@@ -23,6 +23,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// The realm every lab node joins unless told otherwise.
 pub const REALM: &str = "lab";
 
+/// The IPv6 overlay subnet of [`REALM`] in an IPv6-underlay lab ([`Lab::new_ipv6`]).
+pub const REALM_SUBNET6: &str = "fd7a:cf::/64";
+
 /// Runs a command; panics if it cannot start.
 pub fn sh(args: &[&str]) -> Output {
     Command::new(args[0])
@@ -88,6 +91,10 @@ pub struct Lab {
     tag: String,
     bridge: String,
     net: u8,
+    /// The underlay is IPv6 only (ULA addresses, no IPv4 on the bridge or any node).
+    ipv6: bool,
+    /// The next node goes behind a NAT of this kind.
+    nat_next: Option<Nat>,
     nodes: BTreeMap<String, LabNode>,
     /// LAN namespaces behind gateways.
     lans: Vec<String>,
@@ -100,6 +107,17 @@ pub struct Lab {
 impl Lab {
     /// A bridge with nats-server and Guardian on it and realm [`REALM`].
     pub fn new() -> Self {
+        Self::with_underlay(false)
+    }
+
+    /// Like [`Lab::new`] on an IPv6-only underlay: the bridge and every node's `eth0` have
+    /// only ULA addresses (`fd00:cf:<net>::/64`), nats-server and Guardian listen on the
+    /// bridge's, and realm [`REALM`] has the IPv6 subnet [`REALM_SUBNET6`] beside its IPv4 one.
+    pub fn new_ipv6() -> Self {
+        Self::with_underlay(true)
+    }
+
+    fn with_underlay(ipv6: bool) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         preflight();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -116,22 +134,38 @@ impl Lab {
             .expect("a free 10.x.0.0/24 for the lab bridge");
         let bridge = format!("cfxb{tag}");
         must(&["ip", "link", "add", &bridge, "type", "bridge"]);
-        must(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.{net}.0.1/24"),
-            "dev",
-            &bridge,
-        ]);
+        let here = if ipv6 {
+            format!("fd00:cf:{net}::1")
+        } else {
+            format!("10.{net}.0.1")
+        };
+        if ipv6 {
+            must(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{here}/64"),
+                "dev",
+                &bridge,
+                "nodad",
+            ]);
+        } else {
+            must(&["ip", "addr", "add", &format!("{here}/24"), "dev", &bridge]);
+        }
         must(&["ip", "link", "set", &bridge, "up"]);
-        let cluster = Cluster::start_on(&format!("10.{net}.0.1"));
-        cluster.create_realm(REALM, "100.80.0.0/16");
+        let cluster = Cluster::start_on(&here);
+        if ipv6 {
+            cluster.create_realm6(REALM, "100.80.0.0/16", REALM_SUBNET6);
+        } else {
+            cluster.create_realm(REALM, "100.80.0.0/16");
+        }
         let logs = cluster.logs();
         Self {
             tag,
             bridge,
             net,
+            ipv6,
+            nat_next: None,
             nodes: BTreeMap::new(),
             lans: Vec::new(),
             logs,
@@ -162,12 +196,29 @@ impl Lab {
         must(&["ip", "netns", "add", &ns]);
         must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         let (outside, inside) = (format!("cv{}{name}", self.tag), "eth0".to_owned());
-        must(&[
-            "ip", "link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns", &ns,
-        ]);
-        must(&["ip", "link", "set", &outside, "master", &self.bridge, "up"]);
-        let underlay = format!("10.{}.0.{idx}", self.net);
-        addr_up(&ns, &format!("{underlay}/24"), &inside);
+        let nat = self.nat_next.take();
+        let underlay = if let Some(kind) = nat {
+            // The node's link ends in a router namespace that NATs it onto the bridge.
+            let router = self.nat_router(name, idx, kind);
+            must(&[
+                "ip", "-n", &router, "link", "add", &outside, "type", "veth", "peer", "name",
+                &inside, "netns", &ns,
+            ]);
+            addr_up(&router, &format!("172.16.{idx}.1/24"), &outside);
+            let a = format!("172.16.{idx}.2");
+            addr_up(&ns, &format!("{a}/24"), &inside);
+            must(&[
+                "ip", "-n", &ns, "route", "add", "default", "via", &format!("172.16.{idx}.1"),
+            ]);
+            a
+        } else {
+            must(&[
+                "ip", "link", "add", &outside, "type", "veth", "peer", "name", &inside, "netns",
+                &ns,
+            ]);
+            must(&["ip", "link", "set", &outside, "master", &self.bridge, "up"]);
+            self.bridged_address(&ns, &inside, idx)
+        };
         let home = self.cluster.dir.path().join("nodes").join(name);
         std::fs::create_dir_all(&home).unwrap();
         let socket = home.join("conflux.sock");
@@ -222,6 +273,100 @@ impl Lab {
             node.start(&self.logs);
         }
         self.nodes.insert(name.to_owned(), node);
+    }
+
+    /// The address of a node attached to the bridge (IPv6 in an IPv6 lab).
+    fn bridged_address(&self, ns: &str, inside: &str, idx: u8) -> String {
+        if self.ipv6 {
+            let a = format!("fd00:cf:{}::{idx}", self.net);
+            // No duplicate address detection: a tentative address is no candidate yet.
+            must(&[
+                "ip", "-n", ns, "addr", "add", &format!("{a}/64"), "dev", inside, "nodad",
+            ]);
+            must(&["ip", "-n", ns, "link", "set", inside, "up"]);
+            a
+        } else {
+            let a = format!("10.{}.0.{idx}", self.net);
+            addr_up(ns, &format!("{a}/24"), inside);
+            a
+        }
+    }
+
+    /// [`Lab::node`] behind a NAT of its own: a router namespace on the bridge (its
+    /// public address `10.<net>.0.<idx+100>`) masquerading the node's LAN
+    /// `172.16.<idx>.0/24` and, like a home router, letting in only what answers traffic
+    /// sent out.
+    pub fn node_behind_nat(&mut self, name: &str, kind: Nat, extra: &str) {
+        self.nat_next = Some(kind);
+        self.node(name, REALM, &["t"], extra);
+    }
+
+    /// The NAT router for node `name`; returns its namespace.
+    fn nat_router(&mut self, name: &str, idx: u8, kind: Nat) -> String {
+        let ns = format!("cfx{}n{name}", self.tag);
+        must(&["ip", "netns", "add", &ns]);
+        must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let outside = format!("cw{}{name}", self.tag);
+        must(&[
+            "ip", "link", "add", &outside, "type", "veth", "peer", "name", "wan0", "netns", &ns,
+        ]);
+        must(&["ip", "link", "set", &outside, "master", &self.bridge, "up"]);
+        let public = format!("10.{}.0.{}", self.net, u16::from(idx) + 100);
+        addr_up(&ns, &format!("{public}/24"), "wan0");
+        must(&[
+            "ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+        ]);
+        // Endpoint-independent: masquerade keeps a socket's port for every destination.
+        // Symmetric: a fresh random port for each destination.
+        let masq = match kind {
+            Nat::EndpointIndependent => "masquerade",
+            Nat::Symmetric => "masquerade random",
+        };
+        let rules = format!(
+            "table ip cfxnat {{\n\
+             chain post {{ type nat hook postrouting priority 100; oifname \"wan0\" {masq}; }}\n\
+             chain fwd {{ type filter hook forward priority 0; policy drop;\n\
+               ct state established,related accept; oifname \"wan0\" accept; }}\n\
+             chain inp {{ type filter hook input priority 0; policy drop;\n\
+               ct state established,related accept; iifname \"lo\" accept;\n\
+               iifname != \"wan0\" accept; }}\n\
+             }}\n"
+        );
+        let path = self.logs.join(format!("nat-{name}.nft"));
+        std::fs::write(&path, rules).unwrap();
+        must(&["ip", "netns", "exec", &ns, "nft", "-f", path.to_str().unwrap()]);
+        self.lans.push(ns.clone());
+        ns
+    }
+
+    /// The public address of the NAT in front of `node`.
+    pub fn nat_public(&self, node: &str) -> String {
+        let idx: u16 = self.nodes[node]
+            .underlay
+            .rsplit('.')
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .expect("a node behind a NAT");
+        format!("10.{}.0.{}", self.net, idx + 100)
+    }
+
+    /// Moves a bridged node to a new underlay address (the old one removed), as a laptop
+    /// that changes networks would; returns the new address.
+    pub fn move_node(&mut self, node: &str) -> String {
+        let n = self.nodes.get_mut(node).expect("no such lab node");
+        let last: u16 = n
+            .underlay
+            .rsplit('.')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .expect("an IPv4 bridged node");
+        let new = format!("10.{}.0.{}", self.net, last + 120);
+        must(&["ip", "-n", &n.ns, "addr", "add", &format!("{new}/24"), "dev", "eth0"]);
+        must(&[
+            "ip", "-n", &n.ns, "addr", "del", &format!("{}/24", n.underlay), "dev", "eth0",
+        ]);
+        n.underlay = new.clone();
+        new
     }
 
     /// A node.
@@ -731,4 +876,13 @@ impl Drop for Lab {
         }
         let _ = sh(&["ip", "link", "del", &self.bridge]);
     }
+}
+
+/// How a lab NAT maps a node's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// One public port per socket, whatever the destination (hole punching works).
+    EndpointIndependent,
+    /// A new random public port per destination (only a relay connects two of these).
+    Symmetric,
 }

@@ -22,6 +22,8 @@
 //! exclude_regions = ["us-east"]            # never relay through these regions
 //! prefer_regions = ["eu-west"]             # favour relays here
 //! advertise_routes = ["192.168.10.0/24"]   # gateway: LANs Guardian authorized
+//! stun_service = true                      # answer STUN (default: relays and portals)
+//! stun_servers = ["203.0.113.9:3478"]      # beside those peers announce
 //! idle_timeout_ms = 300000
 //! rekey_interval_ms = 120000
 //! metrics_address = "127.0.0.1:9464"       # Prometheus /metrics, off unless set
@@ -183,6 +185,13 @@ pub struct Settings {
     /// must have authorized each for this node, or peers ignore it.
     #[arg(long, value_delimiter = ',')]
     pub advertise_routes: Option<Vec<String>>,
+    /// Answer STUN binding requests on the tether ports, so nodes behind NATs learn their
+    /// reflexive addresses (default: on for relays and portals).
+    #[arg(long)]
+    pub stun_service: Option<bool>,
+    /// STUN servers to ask beside the ones peers announce, ip:port.
+    #[arg(long, value_delimiter = ',')]
+    pub stun_servers: Option<Vec<SocketAddr>>,
 }
 
 impl Settings {
@@ -242,7 +251,9 @@ impl Settings {
             routing,
             exclude_regions,
             prefer_regions,
-            advertise_routes
+            advertise_routes,
+            stun_service,
+            stun_servers
         )
     }
 }
@@ -335,6 +346,10 @@ pub struct DataPlane {
     pub geo: crate::route::GeoPolicy,
     /// LAN prefixes advertised (gateway), CIDR, checked.
     pub advertise_routes: Vec<String>,
+    /// Answer STUN binding requests (nodes with public addresses).
+    pub stun_service: bool,
+    /// STUN servers asked beside the ones peers announce.
+    pub stun_servers: Vec<SocketAddr>,
 }
 
 /// The `SO_MARK` of a rift's data plane sockets when the configuration gives none.
@@ -445,6 +460,10 @@ impl DataPlane {
                         .map_err(|e| ConfigError::Invalid(format!("advertise_routes: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
+            stun_service: s
+                .stun_service
+                .unwrap_or(s.relay.unwrap_or(false) || s.portal.unwrap_or(false)),
+            stun_servers: s.stun_servers.clone().unwrap_or_default(),
         })
     }
 }

@@ -107,6 +107,8 @@ pub struct Peer {
     pub relay: bool,
     /// LAN prefixes the peer advertises that its certificate authorizes.
     pub routes: Vec<(std::net::IpAddr, u8)>,
+    /// Where the peer answers STUN binding requests.
+    pub stun: Vec<std::net::SocketAddr>,
     /// The newest presence was first seen inside a handshake request (its broadcast is
     /// still to come).
     pub presence_via_handshake: bool,
@@ -130,6 +132,7 @@ impl Peer {
             rekey: None,
             relay: false,
             routes: Vec::new(),
+            stun: Vec::new(),
             presence_via_handshake: false,
         }
     }

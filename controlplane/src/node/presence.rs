@@ -31,11 +31,11 @@ pub fn sign(
     certificate: &SignedCertificate,
     timestamp_ms: u64,
 ) -> SignedPresence {
-    sign_with(identity, node_id, certificate, timestamp_ms, false, &[])
+    sign_with(identity, node_id, certificate, timestamp_ms, false, &[], &[])
 }
 
-/// Builds and signs this node's presence, saying whether it relays and which LAN prefixes
-/// it makes reachable.
+/// Builds and signs this node's presence, saying whether it relays, which LAN prefixes
+/// it makes reachable and where it answers STUN.
 pub fn sign_with(
     identity: &NodeIdentity,
     node_id: NodeId,
@@ -43,6 +43,7 @@ pub fn sign_with(
     timestamp_ms: u64,
     relay: bool,
     routes: &[String],
+    stun: &[String],
 ) -> SignedPresence {
     let presence = Presence {
         node_id: node_id.0.to_vec(),
@@ -50,6 +51,7 @@ pub fn sign_with(
         timestamp_ms,
         relay,
         routes: routes.to_vec(),
+        stun: stun.to_vec(),
     }
     .encode_to_vec();
     let signature = identity

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use conflux_shared::crypto::key::StreamKey;
 use conflux_shared::id::{Label, NodeId, StreamId};
-use conflux_shared::proto::TetherOpen;
+use conflux_shared::proto::{TetherCandidates, TetherOpen};
 use conflux_shared::wire::record::{Direction as DpDirection, TetherId, TetherState};
 
 use super::path::RelayEntry;
@@ -194,6 +194,15 @@ pub enum Command {
         /// What it opens.
         open: TetherOpen,
     },
+    /// Add remote candidates to one open association (trickle ICE).
+    TetherCandidates {
+        /// The worker that holds it.
+        worker: u16,
+        /// The association and the candidates.
+        candidates: TetherCandidates,
+    },
+    /// Switch every worker's STUN service and ask STUN servers for reflexive addresses.
+    Stun(conflux_shared::proto::StunControl),
     /// Open a framing-free tether to a UDP address.
     PlainTether {
         /// The tether.
@@ -352,6 +361,8 @@ pub struct OverlayStatus {
     pub rekeys: u64,
     /// Signals ignored (bad, unexpected).
     pub signals_ignored: u64,
+    /// Times this node's addresses changed and every tether was offered anew.
+    pub ice_restarts: u64,
 }
 
 /// The overlay state machine.
@@ -383,6 +394,8 @@ pub struct Overlay {
     pub(super) router: crate::route::Router,
     /// The portal this rift node's internet traffic goes through.
     pub(super) exit: Option<NodeId>,
+    /// This node's server-reflexive candidates ("<worker> ip:port").
+    pub(super) reflexive: Vec<String>,
 }
 
 /// How often idle streams, rekeys and stuck set-ups are looked at.
@@ -400,6 +413,7 @@ impl Overlay {
         router.set_geo(now, cfg.geo.clone());
         let mut ov = Self {
             exit: None,
+            reflexive: Vec::new(),
             router,
             cfg,
             me,

@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use conflux_dataplane::control::SIGNAL_TETHER_OPEN;
+use conflux_dataplane::control::{
+    SIGNAL_REFLEXIVE, SIGNAL_STUN_CONTROL, SIGNAL_TETHER_CANDIDATES, SIGNAL_TETHER_OPEN,
+};
 use conflux_dataplane::control::client::{Attached, ControlEnd, attach};
 use conflux_dataplane::control::snapshot::Snapshot;
 use conflux_dataplane::counters::monotonic_ns;
 use conflux_shared::id::{Label, StreamId};
-use conflux_shared::proto::TetherOpen;
 use conflux_shared::wire::record::control::{policy_flags, stream_flags};
 use conflux_shared::wire::record::{
     AllowedPrefixBody, Direction as DpDirection, InstallRelayBody, InstallRouteBody,
@@ -51,6 +52,8 @@ pub struct LinkOptions {
     pub tun: String,
     /// Overlay address with prefix length, e.g. `100.64.0.5/16`.
     pub address: String,
+    /// IPv6 overlay address with prefix length, e.g. `fd7a:cf::5/64`.
+    pub address6: Option<String>,
     /// UDP address the workers bind.
     pub listen: SocketAddr,
     /// Workers (None: one per core).
@@ -102,6 +105,15 @@ pub enum Report {
         packets: u64,
         /// Bytes since the previous report.
         bytes: u64,
+    },
+    /// A STUN server told a worker its socket's reflexive address.
+    Reflexive {
+        /// The worker.
+        worker: u16,
+        /// The server.
+        server: std::net::SocketAddr,
+        /// The address the server saw.
+        mapped: std::net::SocketAddr,
     },
     /// A worker's counter totals.
     Counters {
@@ -178,6 +190,9 @@ impl Link {
             .args(["--mark", &opts.mark.to_string()])
             .arg("--socket")
             .arg(&opts.socket);
+        if let Some(a) = &opts.address6 {
+            cmd.args(["--address6", a]);
+        }
         if let Some(n) = opts.workers {
             cmd.args(["--workers", &n.to_string()]);
         }
@@ -287,7 +302,8 @@ fn pump_loop(
             busy = true;
             write_command(workers, &mut placement, c);
         }
-        for w in workers.iter_mut() {
+        for (i, w) in workers.iter_mut().enumerate() {
+            busy |= signals_out(w, i, reports);
             let r = w.reports.consume(1024, |rec| {
                 if let Some(rep) = decode(rec) {
                     let _ = reports.send(rep);
@@ -539,31 +555,59 @@ fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Comma
         }
         Command::OpenTether { worker, open } => {
             placement.0.insert(open.tether, worker);
-            open_tether(workers, usize::from(worker), &open)
+            let bytes = open.encode_to_vec();
+            signal(workers, usize::from(worker), SIGNAL_TETHER_OPEN, &bytes)
+        }
+        Command::TetherCandidates { worker, candidates } => {
+            let bytes = candidates.encode_to_vec();
+            signal(workers, usize::from(worker), SIGNAL_TETHER_CANDIDATES, &bytes)
+        }
+        Command::Stun(control) => {
+            let bytes = control.encode_to_vec();
+            for w in 0..workers.len() {
+                signal(workers, w, SIGNAL_STUN_CONTROL, &bytes);
+            }
         }
     }
 }
 
-fn open_tether(workers: &mut [ControlEnd], worker: usize, open: &TetherOpen) {
-    let bytes = open.encode_to_vec();
+/// Hands a protobuf signal to one worker, waiting a little for ring space.
+fn signal(workers: &mut [ControlEnd], worker: usize, kind: u16, bytes: &[u8]) {
     let Some(w) = workers.get_mut(worker) else {
-        tracing::warn!(
-            tether = open.tether,
-            worker,
-            "no such data plane worker; association not opened"
-        );
+        tracing::warn!(worker, kind, "no such data plane worker; signal not sent");
         return;
     };
     for _ in 0..200 {
-        if w.signals_in
-            .send(SIGNAL_TETHER_OPEN, &bytes)
-            .unwrap_or(false)
-        {
+        if w.signals_in.send(kind, bytes).unwrap_or(false) {
             return;
         }
         let _ = w
             .signals_in
             .wait_for_space(bytes.len(), Duration::from_millis(10));
     }
-    tracing::warn!(tether = open.tether, "a worker's signal ring stayed full");
+    tracing::warn!(worker, kind, "a worker's signal ring stayed full");
+}
+
+/// Decodes the signals a worker sent up (reflexive addresses it learned).
+fn signals_out(w: &mut ControlEnd, worker: usize, reports: &mpsc::UnboundedSender<Report>) -> bool {
+    let mut scratch = [0u8; conflux_dataplane::control::MAX_SIGNAL];
+    let mut any = false;
+    while let Ok(Some(m)) = w.signals_out.try_recv(&mut scratch) {
+        any = true;
+        if m.kind != SIGNAL_REFLEXIVE {
+            continue;
+        }
+        let Ok(r) = conflux_shared::proto::Reflexive::decode(&scratch[..m.len]) else {
+            tracing::debug!(worker, "malformed reflexive signal from a worker");
+            continue;
+        };
+        if let (Ok(server), Ok(mapped)) = (r.server.parse(), r.mapped.parse()) {
+            let _ = reports.send(Report::Reflexive {
+                worker: worker as u16,
+                server,
+                mapped,
+            });
+        }
+    }
+    any
 }

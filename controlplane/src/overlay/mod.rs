@@ -27,6 +27,7 @@
 //! - **Idle.** A stream that moved nothing for the idle timeout is dropped on each end by
 //!   its own node; a route goes with its stream, a tether with its last user.
 
+mod candidates;
 mod core;
 mod exit;
 pub mod link;

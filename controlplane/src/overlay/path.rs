@@ -158,6 +158,10 @@ impl Overlay {
                 self.handle_estimates(now, from, &bytes, dir);
                 None
             }
+            Payload::Trickle(t) => {
+                self.handle_trickle(from, t);
+                None
+            }
             Payload::Route(bytes) => match RouteMessage::parse(&bytes) {
                 Ok(RouteMessage::Setup(s)) => self.handle_setup(now, from, s, token, dir),
                 Ok(RouteMessage::Teardown(t)) => {

@@ -6,7 +6,9 @@
 //! addressee and the age, and ignores (and counts) anything else.
 
 use conflux_shared::id::NodeId;
-use conflux_shared::proto::{Signal, SignedSignal, TetherAnswer, TetherOffer, signal::Body};
+use conflux_shared::proto::{
+    Signal, SignedSignal, TetherAnswer, TetherOffer, TetherTrickle, signal::Body,
+};
 use prost::Message;
 
 /// Signals older or newer than this are ignored.
@@ -25,6 +27,15 @@ pub enum Payload {
     Route(Vec<u8>),
     /// The router's estimates for a neighbour (no reply).
     Estimates(Vec<u8>),
+    /// Candidates learned after the offer or answer (no reply).
+    Trickle(TetherTrickle),
+}
+
+impl Payload {
+    /// Sent without a reply subject: no answer is expected.
+    pub fn is_notify(&self) -> bool {
+        matches!(self, Self::Estimates(_) | Self::Trickle(_))
+    }
 }
 
 /// Why a signal was ignored.
@@ -67,6 +78,7 @@ pub fn encode(from: NodeId, to: NodeId, now_unix_ms: u64, payload: Payload) -> V
         Payload::Answer(a) => Body::TetherAnswer(a),
         Payload::Route(r) => Body::Route(r),
         Payload::Estimates(e) => Body::Estimates(e),
+        Payload::Trickle(t) => Body::TetherTrickle(t),
     };
     Signal {
         from: from.0.to_vec(),
@@ -101,6 +113,7 @@ pub fn decode(bytes: &[u8], me: NodeId, now_unix_ms: u64) -> Result<Received, Si
         Body::TetherAnswer(a) => Payload::Answer(a),
         Body::Route(r) => Payload::Route(r),
         Body::Estimates(e) => Payload::Estimates(e),
+        Body::TetherTrickle(t) => Payload::Trickle(t),
     };
     Ok(Received {
         from,

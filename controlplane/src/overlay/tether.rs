@@ -63,6 +63,7 @@ struct RemoteEnd<'a> {
     fingerprint: &'a str,
     candidates: &'a [String],
     ports: &'a [u32],
+    reflexive: &'a [String],
 }
 
 /// One tether.
@@ -81,6 +82,12 @@ pub(super) struct Tether {
     pub(super) pwd: String,
     pub(super) rtt_us: u32,
     pub(super) tx_bytes: u64,
+    /// The peer's worker count (its `ports`, at least 1), once it answered or offered.
+    pub(super) remote_workers: usize,
+    /// The peer's reflexive candidates known so far ("<worker> ip:port").
+    pub(super) remote_reflexive: Vec<String>,
+    /// This end's reflexive candidates the peer has been told.
+    pub(super) sent_reflexive: Vec<String>,
     /// Last telemetry with traffic, or the last phase change.
     pub(super) active: Instant,
 }
@@ -173,6 +180,9 @@ impl Overlay {
             assocs: Vec::new(),
             rtt_us: 0,
             tx_bytes: 0,
+            remote_workers: 1,
+            remote_reflexive: Vec::new(),
+            sent_reflexive: self.reflexive.clone(),
             active: now,
         }
     }
@@ -195,6 +205,7 @@ impl Overlay {
             fingerprint: self.cfg.fingerprint.clone(),
             candidates: self.cfg.candidates.clone(),
             ports: self.my_ports(),
+            reflexive: self.reflexive.clone(),
         };
         self.tethers.insert(peer, t);
         self.request(peer, Payload::Offer(offer), Pending::Offer { peer });
@@ -245,6 +256,7 @@ impl Overlay {
             fingerprint: self.cfg.fingerprint.clone(),
             candidates: self.cfg.candidates.clone(),
             ports: self.my_ports(),
+            reflexive: self.reflexive.clone(),
         };
         self.open(
             &mut t,
@@ -254,6 +266,7 @@ impl Overlay {
                 fingerprint: &offer.fingerprint,
                 candidates: &offer.candidates,
                 ports: &offer.ports,
+                reflexive: &offer.reflexive,
             },
         );
         self.tethers.insert(from, t);
@@ -292,11 +305,14 @@ impl Overlay {
                             fingerprint: &a.fingerprint,
                             candidates: &a.candidates,
                             ports: &a.ports,
+                            reflexive: &a.reflexive,
                         },
                     );
                     t.phase = Phase::Opening;
                     t.since = now;
                     self.tethers.insert(peer, t);
+                    // Reflexive candidates learned while the offer was out.
+                    self.trickle_to(peer);
                 }
                 self.status.tethers_opened += 1;
             }
@@ -344,6 +360,12 @@ impl Overlay {
         let mine = self.cfg.ports.len().max(1);
         let theirs = remote.ports.len().max(1);
         let n = mine.max(theirs).min(MAX_ASSOCIATIONS);
+        t.remote_workers = theirs;
+        for r in remote.reflexive.iter().take(super::candidates::MAX_REFLEXIVE) {
+            if !t.remote_reflexive.contains(r) {
+                t.remote_reflexive.push(r.clone());
+            }
+        }
         t.assocs.clear();
         for k in 0..n {
             let id = if k == 0 {
@@ -358,7 +380,13 @@ impl Overlay {
                 worker,
                 open: TetherOpen {
                     tether: id,
-                    candidates: worker_candidates(remote.candidates, remote.ports, k % theirs),
+                    candidates: worker_candidates(remote.candidates, remote.ports, k % theirs)
+                        .into_iter()
+                        .chain(super::candidates::for_worker(
+                            &t.remote_reflexive,
+                            k % theirs,
+                        ))
+                        .collect(),
                     controlling: t.controlling,
                     local_ufrag: association_ufrag(&t.ufrag, k),
                     local_pwd: t.pwd.clone(),
@@ -447,7 +475,7 @@ impl Overlay {
         }
     }
 
-    fn close_tether_quietly(&mut self, now: Instant, peer: NodeId) {
+    pub(super) fn close_tether_quietly(&mut self, now: Instant, peer: NodeId) {
         self.router.remove_neighbour(now, peer);
         if let Some(t) = self.tethers.remove(&peer)
             && t.phase != Phase::Failed

@@ -50,6 +50,14 @@ pub const MAX_SIGNAL: usize = 4096;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Signals-in message kind: a protobuf `conflux.v1.TetherOpen` (see [`crate::hop::open`]).
 pub const SIGNAL_TETHER_OPEN: u16 = 1;
+/// Signals-in message kind: a protobuf `conflux.v1.TetherCandidates` (trickle ICE).
+pub const SIGNAL_TETHER_CANDIDATES: u16 = 2;
+/// Signals-in message kind: a protobuf `conflux.v1.StunControl`.
+pub const SIGNAL_STUN_CONTROL: u16 = 3;
+/// Signals-out message kind: a protobuf `conflux.v1.Reflexive`.
+pub const SIGNAL_REFLEXIVE: u16 = 1;
+/// Candidates or servers one signal may name, at most.
+pub const MAX_SIGNAL_ADDRESSES: usize = 32;
 
 /// The first hand-over of an attach: what follows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

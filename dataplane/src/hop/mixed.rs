@@ -113,6 +113,9 @@ impl HopTransport for Mixed {
         datagram: &mut [u8],
         out: &mut [Range<usize>],
     ) -> usize {
+        if let Some(k) = self.webrtc.stun_input(now, from, datagram, out) {
+            return k;
+        }
         match self.webrtc.index_of_addr(&from) {
             Some(i) => self.webrtc.unframe_at(now, i, from, datagram, out),
             None => self.plain.unframe(now, from, tether, datagram, out),
@@ -133,6 +136,22 @@ impl HopTransport for Mixed {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.webrtc.handle_timeout(now);
+    }
+
+    fn add_candidates(&mut self, now: Instant, tether: TetherId, cands: &[SocketAddr]) -> bool {
+        self.webrtc.add_candidates(now, tether, cands)
+    }
+
+    fn set_stun_service(&mut self, on: bool) {
+        self.webrtc.set_stun_service(on);
+    }
+
+    fn stun_query(&mut self, now: Instant, servers: &[SocketAddr]) {
+        self.webrtc.stun_query(now, servers);
+    }
+
+    fn poll_reflexive(&mut self) -> Option<(SocketAddr, SocketAddr)> {
+        self.webrtc.poll_reflexive()
     }
 
     fn telemetry(&mut self, worker: u16, out: &mut dyn FnMut(TelemetryBody)) {

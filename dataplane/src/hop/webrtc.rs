@@ -20,7 +20,9 @@ use std::time::Instant;
 use conflux_shared::wire::record::report::PPM;
 use conflux_shared::wire::record::{TelemetryBody, TetherId, TetherState};
 
+use super::stun::StunDesk;
 use super::{HopTransport, OpenRefused, StateChange};
+use crate::stun::{Message, looks_like_stun};
 use crate::packet::FlowBuildHasher;
 use crate::tether::record::TAG_LEN;
 use crate::tether::{
@@ -77,6 +79,11 @@ pub struct WebRtc {
     slots: Vec<Slot>,
     by_id: HashMap<TetherId, usize, FlowBuildHasher>,
     by_addr: HashMap<SocketAddr, usize, FlowBuildHasher>,
+    /// Tethers by this end's ICE username fragment: checks from an address no tether
+    /// expects yet (a NAT's mapping, a peer that moved) find their ICE agent by it.
+    by_ufrag: HashMap<Box<[u8]>, usize>,
+    /// STUN service and reflexive-address queries.
+    pub stun: StunDesk,
     /// Removed tethers still sending their close alert.
     closing: Vec<Tether>,
     changes: VecDeque<StateChange>,
@@ -137,6 +144,8 @@ impl WebRtc {
             slots: Vec::new(),
             by_id: HashMap::default(),
             by_addr: HashMap::default(),
+            by_ufrag: HashMap::new(),
+            stun: StunDesk::default(),
             closing: Vec::new(),
             changes: VecDeque::new(),
             next_transmit: 0,
@@ -168,8 +177,11 @@ impl WebRtc {
     fn reindex(&mut self) {
         self.by_id.clear();
         self.by_addr.clear();
+        self.by_ufrag.clear();
         for (i, s) in self.slots.iter().enumerate() {
             self.by_id.insert(s.id, i);
+            self.by_ufrag
+                .insert(s.opened_with.local.ufrag.as_bytes().into(), i);
             for a in s.tether.candidates() {
                 self.by_addr.insert(*a, i);
             }
@@ -215,7 +227,16 @@ impl WebRtc {
         out: &mut [Range<usize>],
     ) -> usize {
         let base = datagram.as_ptr() as usize;
+        let stun = looks_like_stun(datagram);
         let received = self.slots[index].tether.handle_input(now, from, datagram);
+        if stun {
+            // A check may have moved the selected pair (a prflx candidate, a peer that
+            // moved): its datagrams must find this tether from now on.
+            if let Some(r) = self.slots[index].tether.remote() {
+                self.by_addr.insert(r, index);
+            }
+            return 0;
+        }
         let mut k = 0;
         for m in received {
             let Some(slot) = out.get_mut(k) else {
@@ -228,6 +249,58 @@ impl WebRtc {
             k += 1;
         }
         k
+    }
+
+    /// Takes a STUN datagram that is not for a known tether's ICE agent: an answer to a
+    /// reflexive query, a request for the binding service, or an ICE check from an address
+    /// no tether expects yet (found by its username). `None`: not handled here.
+    pub fn stun_input(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        out: &mut [Range<usize>],
+    ) -> Option<usize> {
+        if !looks_like_stun(datagram) {
+            return None;
+        }
+        let known = self.by_addr.contains_key(&from);
+        let m = match Message::parse(datagram) {
+            Ok(m) => m,
+            Err(_) if known => return None,
+            Err(e) => {
+                self.stun.counters.malformed += 1;
+                tracing::debug!(%from, "STUN datagram refused: {e}");
+                return Some(0);
+            }
+        };
+        let txid = m.txid();
+        if m.is_binding_success() {
+            let mapped = m.xor_mapped_address().ok().flatten();
+            if self.stun.answered(from, txid, mapped) {
+                return Some(0);
+            }
+            if known {
+                return None;
+            }
+            self.stun.unsolicited();
+            return Some(0);
+        }
+        if !m.is_binding_request() {
+            return if known { None } else { Some(0) };
+        }
+        let Some(ufrag) = m.local_ufrag() else {
+            self.stun.answer(now, from, txid);
+            return Some(0);
+        };
+        if known {
+            return None;
+        }
+        let Some(&i) = self.by_ufrag.get(ufrag) else {
+            self.counters.foreign_datagrams += 1;
+            return Some(0);
+        };
+        Some(self.unframe_at(now, i, from, datagram, out))
     }
 
     /// The tether a datagram from `from` belongs to.
@@ -359,6 +432,9 @@ impl HopTransport for WebRtc {
         datagram: &mut [u8],
         out: &mut [Range<usize>],
     ) -> usize {
+        if let Some(k) = self.stun_input(now, from, datagram, out) {
+            return k;
+        }
         match self.index_of_addr(&from) {
             Some(i) => self.unframe_at(now, i, from, datagram, out),
             None => {
@@ -369,6 +445,9 @@ impl HopTransport for WebRtc {
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        if let Some(x) = self.stun.poll_transmit(buf) {
+            return Some(x);
+        }
         while let Some(t) = self.closing.last_mut() {
             if let Some(x) = t.poll_transmit(now, buf) {
                 return Some((x.to, x.len));
@@ -386,6 +465,30 @@ impl HopTransport for WebRtc {
             }
         }
         None
+    }
+
+    fn add_candidates(&mut self, now: Instant, tether: TetherId, cands: &[SocketAddr]) -> bool {
+        let Some(i) = self.index(tether) else {
+            return false;
+        };
+        let s = &mut self.slots[i];
+        s.tether.add_remote_candidates(now, cands);
+        for c in cands {
+            self.by_addr.insert(*c, i);
+        }
+        true
+    }
+
+    fn set_stun_service(&mut self, on: bool) {
+        self.stun.service = on;
+    }
+
+    fn stun_query(&mut self, now: Instant, servers: &[SocketAddr]) {
+        self.stun.query(now, servers);
+    }
+
+    fn poll_reflexive(&mut self) -> Option<(SocketAddr, SocketAddr)> {
+        self.stun.poll_learned()
     }
 
     fn poll_state(&mut self) -> Option<StateChange> {
@@ -414,6 +517,9 @@ impl HopTransport for WebRtc {
 
     fn counters(&self, out: &mut dyn FnMut(&'static str, u64)) {
         for (name, v) in self.counters.named() {
+            out(name, v);
+        }
+        for (name, v) in self.stun.counters.named() {
             out(name, v);
         }
     }

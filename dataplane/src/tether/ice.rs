@@ -125,6 +125,14 @@ impl Ice {
         }
     }
 
+    /// Adds a remote candidate after the start (trickle); a duplicate changes nothing.
+    pub(crate) fn add_remote(&mut self, addr: SocketAddr) -> Result<(), IceError> {
+        self.agent
+            .add_remote_candidate(host_candidate(addr)?)
+            .map(|_| ())
+            .map_err(|e| IceError(e.to_string()))
+    }
+
     /// The remote address of the selected pair.
     pub(crate) fn selected(&self) -> Option<SocketAddr> {
         self.selected
@@ -154,5 +162,21 @@ impl Ice {
 
     pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
         self.agent.poll_timeout()
+    }
+}
+
+impl super::Tether {
+    /// Adds remote candidates learned after the open (trickle ICE); checks start at once.
+    pub fn add_remote_candidates(&mut self, now: Instant, cands: &[SocketAddr]) {
+        for c in cands {
+            if self.cfg.remote_candidates.contains(c) {
+                continue;
+            }
+            match self.ice.add_remote(*c) {
+                Ok(()) => self.cfg.remote_candidates.push(*c),
+                Err(e) => tracing::debug!(candidate = %c, "remote candidate refused: {e}"),
+            }
+        }
+        self.ice.handle_timeout(now);
     }
 }

@@ -18,6 +18,7 @@ mod activity;
 mod ingress_io;
 mod ops;
 mod report;
+mod signals;
 mod tun_io;
 
 use std::net::SocketAddr;
@@ -35,7 +36,9 @@ use io_uring::{IoUring, opcode, squeue, types};
 use crate::buffer::{BufRing, BufferError, Geometry, Pkt, SlabPool};
 use crate::control::server::Command;
 use crate::control::snapshot::WorkerSnapshot;
-use crate::control::{SIGNAL_TETHER_OPEN, WorkerEnd};
+use crate::control::{
+    SIGNAL_STUN_CONTROL, SIGNAL_TETHER_CANDIDATES, SIGNAL_TETHER_OPEN, WorkerEnd,
+};
 use crate::counters::{Counters, monotonic_ns};
 use crate::egress::EgressVerdict;
 use crate::hop::HopTransport;
@@ -473,6 +476,7 @@ impl<T: HopTransport> Worker<T> {
                 self.release(Owner::Slab(slab));
             }
         }
+        self.report_reflexive();
         while let Some(c) = self.transport.poll_state() {
             self.tables.tether_changed(c.tether, c.state, c.peer);
             self.report
@@ -524,6 +528,12 @@ impl<T: HopTransport> Worker<T> {
                 Ok(Some(m)) if m.kind == SIGNAL_TETHER_OPEN => {
                     self.open_tether(now, &scratch[..m.len]);
                 }
+                Ok(Some(m)) if m.kind == SIGNAL_TETHER_CANDIDATES => {
+                    self.tether_candidates(now, &scratch[..m.len]);
+                }
+                Ok(Some(m)) if m.kind == SIGNAL_STUN_CONTROL => {
+                    self.stun_control(now, &scratch[..m.len]);
+                }
                 Ok(Some(m)) => {
                     tracing::warn!(worker = self.index, kind = m.kind, "unknown signal");
                     self.opens.refused += 1;
@@ -562,8 +572,13 @@ impl<T: HopTransport> Worker<T> {
                     .certificate
                     .clone()
                     .ok_or_else(|| "this data plane has no DTLS certificate".to_string())?;
-                let local = local_address(self.listen, req.candidates[0])
-                    .map_err(|e| format!("no local address towards {}: {e}", req.candidates[0]))?;
+                // A peer behind a NAT lists private addresses this node cannot reach: the
+                // local address is the one towards the first candidate that is routable.
+                let local = req
+                    .candidates
+                    .iter()
+                    .find_map(|c| local_address(self.listen, *c).ok())
+                    .ok_or_else(|| format!("no local address towards {:?}", req.candidates))?;
                 let mut cfg = TetherConfig::new(
                     local,
                     req.candidates.clone(),

@@ -28,6 +28,24 @@ impl Node {
         self.relay = relay;
     }
 
+    /// Announces where this node answers STUN binding requests (from the next presence on).
+    pub fn set_stun(&mut self, stun: Vec<String>) {
+        self.stun = stun;
+    }
+
+    /// STUN services trusted peers this node may talk to announce.
+    pub fn stun_servers(&self) -> Vec<std::net::SocketAddr> {
+        let mut out: Vec<std::net::SocketAddr> = self
+            .peers
+            .values()
+            .filter(|p| p.verdict.allows())
+            .flat_map(|p| p.stun.iter().copied())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Trusted peers this node may talk to that announce they relay.
     pub fn relays(&self) -> Vec<NodeId> {
         self.peers
@@ -152,7 +170,10 @@ impl Node {
     pub fn peer_for_address(&self, ip: IpAddr) -> Option<NodeId> {
         self.peers
             .iter()
-            .find(|(_, p)| p.cert.overlay_address.parse::<IpAddr>().ok() == Some(ip))
+            .find(|(_, p)| {
+                p.cert.overlay_address.parse::<IpAddr>().ok() == Some(ip)
+                    || p.cert.overlay_address6.map(IpAddr::V6) == Some(ip)
+            })
             .or_else(|| {
                 // A host on a gateway's LAN: the gateway with the longest accepted prefix.
                 self.peers
@@ -172,12 +193,18 @@ impl Node {
             .map(|(id, _)| *id)
     }
 
-    /// The LAN prefixes a trusted peer advertises and its certificate authorizes.
+    /// What is routed to a trusted peer besides its overlay address: its IPv6 overlay
+    /// address (a /128, when its realm has an IPv6 subnet), then the LAN prefixes it
+    /// advertises and its certificate authorizes. Each is routed to the peer's stream and
+    /// accepted as an inner source only on it.
     pub fn routes_of(&self, peer: NodeId) -> Vec<crate::node::gateway::Prefix> {
         self.peers
             .get(&peer)
             .filter(|p| p.verdict.allows())
-            .map(|p| p.routes.clone())
+            .map(|p| {
+                let own = p.cert.overlay_address6.map(|a| (IpAddr::V6(a), 128));
+                own.into_iter().chain(p.routes.iter().copied()).collect()
+            })
             .unwrap_or_default()
     }
 

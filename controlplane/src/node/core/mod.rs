@@ -224,6 +224,8 @@ pub struct Node {
     relay: bool,
     /// LAN prefixes this node advertises (gateway).
     routes: Vec<String>,
+    /// Where this node answers STUN ("ip:port"), announced in its presence.
+    stun: Vec<String>,
     nats_up: bool,
 }
 
@@ -264,6 +266,7 @@ impl Node {
             on_demand: false,
             relay: false,
             routes: Vec::new(),
+            stun: Vec::new(),
             nats_up: true,
         };
         node.schedule_renewal(now);
@@ -604,6 +607,7 @@ impl Node {
             ts,
             self.relay,
             &self.routes,
+            &self.stun,
         );
         self.outputs.push_back(Output::Publish {
             subject: subjects::presence(self.trust.realm()),
@@ -670,6 +674,7 @@ impl Node {
             None => {
                 let mut peer = Peer::new(v.cert, v.timestamp_ms, now.mono, now.unix_ms);
                 peer.relay = p.relay;
+                peer.stun = stun_servers(&p.stun);
                 let (routes, refused) = gateway::accepted(&peer.cert, &p.routes);
                 self.counters.routes_refused += refused;
                 peer.routes = routes;
@@ -691,6 +696,7 @@ impl Node {
                 };
                 peer.routes = routes.0;
                 peer.relay = p.relay;
+                peer.stun = stun_servers(&p.stun);
                 peer.presence_via_handshake = in_handshake;
                 peer.last_presence_ms = v.timestamp_ms;
                 peer.last_seen = now.mono;
@@ -966,3 +972,15 @@ impl std::fmt::Debug for Node {
             .finish_non_exhaustive()
     }
 }
+
+/// A peer's announced STUN service addresses: at most a few, each a valid `ip:port`
+/// (anything else is dropped).
+fn stun_servers(list: &[String]) -> Vec<std::net::SocketAddr> {
+    list.iter()
+        .take(MAX_STUN_PER_PEER)
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// STUN addresses taken from one peer's presence, at most.
+const MAX_STUN_PER_PEER: usize = 8;

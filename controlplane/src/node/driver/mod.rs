@@ -29,6 +29,7 @@ mod exit;
 mod gateway;
 mod metrics;
 mod overlay;
+mod underlay;
 
 /// Longest wait between registration attempts while Guardian is unreachable.
 const MAX_REGISTER_BACKOFF: Duration = Duration::from_secs(30);
@@ -248,11 +249,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     )?;
     let mut node = node;
     let exits = exits(&node, &cfg, &reg.overlay_address);
+    let address6 = overlay::tun_address6(node.certificate().overlay_address6, reg.subnet6.as_deref());
     let overlay = overlay::start(
         &cfg.dataplane,
         reg.node_id,
         &reg.overlay_address,
         &reg.subnet,
+        address6,
         &exits,
     )
     .await?;
@@ -325,7 +328,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         d.flush().await;
         let mut next = d.node.poll_timeout();
         if let Some(o) = &d.overlay {
-            next = next.min(o.ov.poll_timeout());
+            next = next.min(o.ov.poll_timeout()).min(o.underlay.poll_timeout());
         }
         let deadline = tokio::time::Instant::from_std(next);
         tokio::select! {
@@ -354,6 +357,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             () = tokio::time::sleep_until(deadline) => {
                 d.node.handle_timeout(now());
                 d.overlay_timeout();
+                d.underlay_timeout().await;
             }
         }
     };
@@ -383,6 +387,11 @@ fn exits(node: &Node, cfg: &Config, address: &str) -> overlay::Exits {
         .ok()
         .map(|ip| (ip, if ip.is_ipv4() { 32 } else { 128 }))
         .into_iter()
+        .chain(
+            node.certificate()
+                .overlay_address6
+                .map(|a| (std::net::IpAddr::V6(a), 128)),
+        )
         .collect();
     local.extend(
         cfg.dataplane

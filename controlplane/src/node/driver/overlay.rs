@@ -2,7 +2,7 @@
 //! out what the overlay asks for.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use async_nats::Subject;
@@ -31,6 +31,8 @@ pub(super) struct OverlayState {
     next_token: u64,
     /// Counter totals per worker, from the data plane.
     pub(super) dp_counters: HashMap<u16, Vec<(&'static str, u64)>>,
+    /// Host and reflexive addresses, STUN.
+    pub(super) underlay: super::underlay::Underlay,
 }
 
 /// The worker ports offers list: one per worker, which must differ for WebRTC tethers
@@ -49,8 +51,52 @@ fn worker_ports(ports: Vec<u16>, plain: bool) -> Result<Vec<u16>, crate::overlay
     Ok(ports)
 }
 
+/// Every non-loopback IPv4 address of this host, then every usable IPv6 one (see
+/// [`ipv6_candidates`]), with `port`.
+pub(super) fn local_candidates(port: u16, tun: &str) -> Vec<SocketAddr> {
+    let mut out = ipv4_candidates(port, tun);
+    if let Ok(text) = std::fs::read_to_string(IF_INET6) {
+        out.extend(ipv6_candidates(&text, port, tun));
+    }
+    out
+}
+
+/// The kernel's list of IPv6 addresses with their scope and flags.
+const IF_INET6: &str = "/proc/net/if_inet6";
+/// `IFA_F_*` flags that make an address unfit to offer: DAD failed, deprecated
+/// (preferred lifetime over), tentative (DAD still running: nothing can be sent from it).
+const IFA_F_UNFIT: u32 = 0x08 | 0x20 | 0x40;
+
+/// The global and unique-local IPv6 addresses in `/proc/net/if_inet6` text (one address a
+/// line: address in 32 hex digits, ifindex, prefix length, scope, flags, name), except
+/// the TUN's own, link-local ones and those [`IFA_F_UNFIT`] marks. A malformed line is
+/// skipped.
+fn ipv6_candidates(text: &str, port: u16, tun: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [hex, _, _, _, flags, name] = f.as_slice() else {
+                return None;
+            };
+            let bits = u128::from_str_radix(hex, 16)
+                .ok()
+                .filter(|_| hex.len() == 32)?;
+            let flags = u32::from_str_radix(flags, 16).ok()?;
+            let ip = Ipv6Addr::from(bits);
+            let usable = *name != tun
+                && flags & IFA_F_UNFIT == 0
+                && !ip.is_loopback()
+                && !ip.is_unspecified()
+                && !ip.is_multicast()
+                && !ip.is_unicast_link_local()
+                && ip.to_ipv4_mapped().is_none();
+            usable.then(|| SocketAddr::new(IpAddr::V6(ip), port))
+        })
+        .collect()
+}
+
 /// Every non-loopback IPv4 address of this host, with `port`.
-fn local_candidates(port: u16, tun: &str) -> Vec<SocketAddr> {
+fn ipv4_candidates(port: u16, tun: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list that freeifaddrs releases; every pointer read
@@ -85,6 +131,19 @@ fn local_candidates(port: u16, tun: &str) -> Vec<SocketAddr> {
 fn tun_address(address: &str, subnet: &str) -> String {
     let len = subnet.split_once('/').map_or("32", |(_, l)| l);
     format!("{address}/{len}")
+}
+
+/// The TUN's IPv6 address with the realm's IPv6 prefix length (`fd7a:cf::5/64`); a /128
+/// when Guardian gave no usable subnet, so the kernel still sends the address's own
+/// traffic nowhere else.
+pub(super) fn tun_address6(address: Option<Ipv6Addr>, subnet6: Option<&str>) -> Option<String> {
+    let address = address?;
+    let len = subnet6
+        .and_then(|s| s.split_once('/'))
+        .and_then(|(net, l)| Some((net.parse::<Ipv6Addr>().ok()?, l.parse::<u8>().ok()?)))
+        .filter(|(_, l)| *l <= 128)
+        .map_or(128, |(_, l)| l);
+    Some(format!("{address}/{len}"))
 }
 
 /// What a data plane left by a previous control process holds, from its snapshot.
@@ -158,6 +217,7 @@ pub(super) async fn start(
     me: NodeId,
     address: &str,
     subnet: &str,
+    address6: Option<String>,
     exits: &Exits,
 ) -> Result<Option<OverlayState>, crate::overlay::link::LinkError> {
     if cfg.mode == DataPlaneMode::None {
@@ -169,6 +229,7 @@ pub(super) async fn start(
         spawn: cfg.mode == DataPlaneMode::Spawn,
         tun: cfg.tun.clone(),
         address: tun_address(address, subnet),
+        address6,
         listen: cfg.listen,
         workers: cfg.workers,
         mark: cfg.mark,
@@ -186,6 +247,7 @@ pub(super) async fn start(
         .filter_map(|w| w.listen.parse::<SocketAddr>().ok().map(|a| a.port()))
         .collect();
     let ports = worker_ports(ports, cfg.plain_tethers)?;
+    let port0 = ports.first().copied().unwrap_or(cfg.listen.port());
     let mut candidates: Vec<String> = cfg.advertise.iter().map(|a| a.to_string()).collect();
     if candidates.is_empty() {
         // Each address with worker 0's port; the offer lists the other workers' ports.
@@ -227,6 +289,13 @@ pub(super) async fn start(
         replies: HashMap::new(),
         next_token: 1,
         dp_counters: HashMap::new(),
+        underlay: super::underlay::Underlay::new(
+            cfg.stun_service,
+            cfg.stun_servers.clone(),
+            port0,
+            &cfg.tun,
+            cfg.advertise.is_empty(),
+        ),
     }))
 }
 
@@ -251,6 +320,11 @@ impl Driver {
             } => {
                 o.ov.handle_activity(t, stream_id, direction, packets, bytes)
             }
+            Report::Reflexive {
+                worker,
+                server,
+                mapped,
+            } => self.reflexive_learned(worker, server, mapped),
             Report::Counters { worker, values } => {
                 // A worker's totals span several records: each updates its own names.
                 let known = o.dp_counters.entry(worker).or_default();
@@ -292,7 +366,7 @@ impl Driver {
         let token = o.next_token;
         o.next_token += 1;
         // Estimates are the only signal sent without a reply subject.
-        let notify = matches!(rx.payload, Payload::Estimates(_));
+        let notify = rx.payload.is_notify();
         if notify != reply_to.is_none() {
             self.node.ignore(Ignored::Malformed);
             return;
@@ -549,5 +623,51 @@ impl Driver {
                 Action::Rekey(peer) => self.node.rekey(peer, now()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_candidates_keep_global_and_ula_addresses_only() {
+        let text = "\
+fd0000000000000000000000000000a1 02 40 00 80     eth0
+20010db8000000000000000000000005 02 40 00 80     eth0
+fe80000000000000020000fffe000001 02 40 20 80     eth0
+00000000000000000000000000000001 01 80 10 80       lo
+fd7a00cf000000000000000000000009 05 40 00 80     cfx0
+fd0000000000000000000000000000b2 02 40 00 c0     eth0
+fd0000000000000000000000000000b3 02 40 00 a0     eth1
+fd0000000000000000000000000000b4 02 40 00 88     eth1
+not an address line
+fd00 02 40 00 80 eth0
+";
+        let got = ipv6_candidates(text, 51820, "cfx0");
+        let want: Vec<SocketAddr> = ["[fd00::a1]:51820", "[2001:db8::5]:51820"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn tun_addresses_take_the_realm_prefix_length() {
+        assert_eq!(tun_address("10.40.0.5", "10.40.0.0/16"), "10.40.0.5/16");
+        let a: Ipv6Addr = "fd7a:cf::5".parse().unwrap();
+        assert_eq!(
+            tun_address6(Some(a), Some("fd7a:cf::/64")).as_deref(),
+            Some("fd7a:cf::5/64")
+        );
+        assert_eq!(
+            tun_address6(Some(a), None).as_deref(),
+            Some("fd7a:cf::5/128")
+        );
+        assert_eq!(
+            tun_address6(Some(a), Some("fd7a:cf::/300")).as_deref(),
+            Some("fd7a:cf::5/128")
+        );
+        assert_eq!(tun_address6(None, Some("fd7a:cf::/64")), None);
     }
 }
