@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(dst.to_string(), "fd00::1");
         let sum = add(pseudo_header(src, dst, PROTO_ICMPV6, n - 40), &e[40..]);
         assert_eq!(fold(sum), 0xffff, "ICMPv6 checksum");
-        let n = too_big(&p, 1152, &mut out).unwrap();
+        too_big(&p, 1152, &mut out).unwrap();
         assert_eq!(
             u32::from_be_bytes([out[44], out[45], out[46], out[47]]),
             1280
