@@ -179,6 +179,7 @@ fn check_fields(cert: &NodeCertificate) -> Result<(), CertError> {
     cert.taint_set()?;
     cert.public_identity()?;
     cert.overlay_ip()?;
+    cert.overlay_ip6()?;
     if cert.not_after < cert.not_before {
         return Err(CertError::Malformed("validity ends before it starts"));
     }
@@ -216,6 +217,33 @@ impl NodeCertificate {
             .parse()
             .map_err(|_| CertError::Malformed("overlay address"))
     }
+
+    /// The IPv6 overlay address beside an IPv4 `overlay_address`; `None` when the realm has
+    /// no IPv6 subnet (certificates issued before the field existed decode with it empty).
+    pub fn overlay_ip6(&self) -> Result<Option<std::net::Ipv6Addr>, CertError> {
+        if self.overlay_address6.is_empty() {
+            return Ok(None);
+        }
+        let ip: std::net::Ipv6Addr = self
+            .overlay_address6
+            .parse()
+            .map_err(|_| CertError::Malformed("IPv6 overlay address is not an IPv6 address"))?;
+        if !self.overlay_ip()?.is_ipv4() {
+            return Err(CertError::Malformed(
+                "an IPv6 overlay address needs an IPv4 overlay_address beside it",
+            ));
+        }
+        Ok(Some(ip))
+    }
+
+    /// Every overlay address of the node: the IPv4 (or only) one, then the IPv6 one.
+    pub fn overlay_ips(&self) -> Vec<std::net::IpAddr> {
+        let mut out: Vec<std::net::IpAddr> = self.overlay_ip().ok().into_iter().collect();
+        if let Ok(Some(v6)) = self.overlay_ip6() {
+            out.push(v6.into());
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +267,7 @@ mod tests {
             not_before: 1_000,
             not_after: 2_000,
             issuer_key_id: String::new(),
+            overlay_address6: String::new(),
         }
     }
 
@@ -262,6 +291,98 @@ mod tests {
             node.public().dsa_bytes()
         );
         assert_eq!(got.overlay_ip().unwrap().to_string(), "10.7.0.9");
+    }
+
+    #[test]
+    fn ipv6_overlay_address_round_trips_and_old_certificates_decode() {
+        let guardian = SigningKey::generate();
+        let keys = [GuardianKey::new(guardian.verifying_key().clone())];
+        let node = NodeIdentity::generate();
+        let mut cert = cert_for(&node);
+        cert.overlay_address6 = "fd7a:cf::1:9".into();
+        let signed = sign(cert, &guardian);
+        let got = verify(
+            &decode_signed(&signed.encode_to_vec()).unwrap(),
+            &keys,
+            1_500,
+        )
+        .unwrap();
+        assert_eq!(
+            got.overlay_ip6().unwrap(),
+            Some("fd7a:cf::1:9".parse().unwrap())
+        );
+        assert_eq!(
+            got.overlay_ips(),
+            vec![
+                "10.7.0.9".parse::<std::net::IpAddr>().unwrap(),
+                "fd7a:cf::1:9".parse().unwrap()
+            ]
+        );
+
+        // A node built before field 15 existed reads the new certificate, skipping it.
+        let seen_by_old = OldCertificate::decode(signed.certificate.as_slice()).unwrap();
+        assert_eq!(seen_by_old.overlay_address, "10.7.0.9");
+
+        // A certificate an older Guardian encoded (no field 15) verifies, without IPv6.
+        let c = cert_for(&node);
+        let old = OldCertificate {
+            node_id: c.node_id,
+            realm: c.realm,
+            owner: c.owner,
+            region: c.region,
+            taints: c.taints,
+            ml_dsa_public_key: c.ml_dsa_public_key,
+            ml_kem_public_key: c.ml_kem_public_key,
+            overlay_address: c.overlay_address,
+            routed_prefixes: c.routed_prefixes,
+            portal: c.portal,
+            gateway: c.gateway,
+            not_before: c.not_before,
+            not_after: c.not_after,
+            issuer_key_id: keys[0].key_id().to_owned(),
+        };
+        let bytes = old.encode_to_vec();
+        let signed_old = SignedCertificate {
+            signature: guardian.sign(CERT_CONTEXT, &bytes).as_bytes().to_vec(),
+            certificate: bytes,
+            key_id: keys[0].key_id().to_owned(),
+        };
+        let got = verify(&signed_old, &keys, 1_500).unwrap();
+        assert_eq!(got.overlay_ip6().unwrap(), None);
+        assert_eq!(got.overlay_ips(), vec![got.overlay_ip().unwrap()]);
+    }
+
+    /// `NodeCertificate` as it was before the IPv6 overlay address (fields 1 to 14).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OldCertificate {
+        #[prost(bytes = "vec", tag = "1")]
+        node_id: Vec<u8>,
+        #[prost(string, tag = "2")]
+        realm: String,
+        #[prost(string, tag = "3")]
+        owner: String,
+        #[prost(string, tag = "4")]
+        region: String,
+        #[prost(string, repeated, tag = "5")]
+        taints: Vec<String>,
+        #[prost(bytes = "vec", tag = "6")]
+        ml_dsa_public_key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "7")]
+        ml_kem_public_key: Vec<u8>,
+        #[prost(string, tag = "8")]
+        overlay_address: String,
+        #[prost(string, repeated, tag = "9")]
+        routed_prefixes: Vec<String>,
+        #[prost(bool, tag = "10")]
+        portal: bool,
+        #[prost(bool, tag = "11")]
+        gateway: bool,
+        #[prost(uint64, tag = "12")]
+        not_before: u64,
+        #[prost(uint64, tag = "13")]
+        not_after: u64,
+        #[prost(string, tag = "14")]
+        issuer_key_id: String,
     }
 
     #[test]
@@ -350,12 +471,20 @@ mod tests {
         let keys = [GuardianKey::new(guardian.verifying_key().clone())];
         let node = NodeIdentity::generate();
         type Mutation = fn(&mut NodeCertificate);
-        let cases: [(&str, Mutation); 5] = [
+        let cases: [(&str, Mutation); 8] = [
             ("node id", |c| c.node_id.truncate(3)),
             ("realm", |c| c.realm = "Bad Realm".into()),
             ("taints", |c| c.taints = vec!["UPPER".into()]),
             ("keys", |c| c.ml_kem_public_key.clear()),
             ("address", |c| c.overlay_address = "10.0.0.300".into()),
+            ("IPv4 in the IPv6 field", |c| {
+                c.overlay_address6 = "10.7.0.10".into()
+            }),
+            ("bad IPv6", |c| c.overlay_address6 = "fd7a:cf::zz".into()),
+            ("two IPv6 addresses", |c| {
+                c.overlay_address = "fd00::9".into();
+                c.overlay_address6 = "fd7a:cf::9".into();
+            }),
         ];
         for (what, mutate) in cases {
             let mut cert = cert_for(&node);

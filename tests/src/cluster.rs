@@ -67,7 +67,7 @@ impl Cluster {
     }
 
     /// Starts nats-server and Guardian listening on `ip` (an address of this namespace,
-    /// e.g. a test bridge that nodes in other namespaces reach).
+    /// IPv4 or IPv6, e.g. a test bridge that nodes in other namespaces reach).
     pub fn start_on(ip: &str) -> Self {
         let nats_bin = bins::nats_server();
         let guardian_bin = bins::workspace_bin("guardian");
@@ -82,7 +82,7 @@ impl Cluster {
         let out = Command::new(&guardian_bin)
             .args(["nats-config", "--dir"])
             .arg(&nats_dir)
-            .args(["--listen", &format!("{ip}:{nats_port}")])
+            .args(["--listen", &host_port(ip, nats_port)])
             .output()
             .expect("running guardian nats-config");
         assert!(
@@ -95,10 +95,13 @@ impl Cluster {
         let guardian_port = free_port();
         let mut cmd = Command::new(&guardian_bin);
         cmd.arg("serve")
-            .args(["--listen", &format!("{ip}:{guardian_port}")])
+            .args(["--listen", &host_port(ip, guardian_port)])
             .arg("--data-dir")
             .arg(dir.path().join("guardian"))
-            .args(["--nats-url", &format!("nats://{ip}:{nats_port}")])
+            .args([
+                "--nats-url",
+                &format!("nats://{}", host_port(ip, nats_port)),
+            ])
             .arg("--nats-dir")
             .arg(&nats_dir)
             .env("GUARDIAN_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -127,14 +130,14 @@ impl Cluster {
         c
     }
 
-    /// `nats://<ip>:<port>`.
+    /// `nats://<ip>:<port>` (`[ip]` for IPv6).
     pub fn nats_url(&self) -> String {
-        format!("nats://{}:{}", self.ip, self.nats_port)
+        format!("nats://{}", host_port(&self.ip, self.nats_port))
     }
 
-    /// `http://<ip>:<port>`.
+    /// `http://<ip>:<port>` (`[ip]` for IPv6).
     pub fn guardian_url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.guardian_port)
+        format!("http://{}", host_port(&self.ip, self.guardian_port))
     }
 
     /// The directory of the processes' logs.
@@ -170,6 +173,15 @@ impl Cluster {
             reqwest::Method::POST,
             "/v1/realms",
             Some(json!({ "name": name, "subnet": subnet })),
+        );
+    }
+
+    /// Creates a realm with an IPv4 overlay subnet and an IPv6 one beside it.
+    pub fn create_realm6(&self, name: &str, subnet: &str, subnet6: &str) {
+        self.admin(
+            reqwest::Method::POST,
+            "/v1/realms",
+            Some(json!({ "name": name, "subnet": subnet, "subnet6": subnet6 })),
         );
     }
 
@@ -279,6 +291,15 @@ impl Cluster {
         };
         node.start();
         node
+    }
+}
+
+/// `ip:port`, with the brackets an IPv6 literal needs.
+pub fn host_port(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
     }
 }
 

@@ -64,7 +64,10 @@ pub fn status(s: &StatusReply) -> String {
     let rows: Vec<(&str, String)> = vec![
         ("node id", s.node_id.clone()),
         ("realm", s.realm.clone()),
-        ("overlay address", s.overlay_address.clone()),
+        (
+            "overlay address",
+            both_addresses(&s.overlay_address, &s.overlay_address6),
+        ),
         ("region", or_dash(&s.region)),
         ("taints", taints(&s.taints)),
         ("identity", short(&s.identity_fingerprint).to_owned()),
@@ -133,7 +136,7 @@ pub fn peers(p: &PeersReply) -> String {
     for peer in &p.peers {
         t.add_row(vec![
             peer.node_id.clone(),
-            peer.overlay_address.clone(),
+            both_addresses(&peer.overlay_address, &peer.overlay_address6),
             or_dash(&peer.region),
             taints(&peer.taints),
             peer.state.clone(),
@@ -215,8 +218,22 @@ pub fn tethers(o: &OverlayReply) -> String {
     if !o.dataplane {
         return "no data plane: this node runs the control plane only".into();
     }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    let underlay = format!(
+        "underlay: host {}; reflexive {}; NAT {}; STUN servers {}\n",
+        list(&o.host_candidates),
+        list(&o.reflexive_candidates),
+        o.nat,
+        list(&o.stun_servers)
+    );
     if o.tethers.is_empty() {
-        return "no tethers".into();
+        return underlay + "no tethers";
     }
     let mut t = table(&[
         "peer",
@@ -245,7 +262,7 @@ pub fn tethers(o: &OverlayReply) -> String {
             format!("{} B", x.tx_bytes),
         ]);
     }
-    t.to_string()
+    underlay + &t.to_string()
 }
 
 /// `conflux-ctl geo`: the policy and the relays' regions.
@@ -281,6 +298,15 @@ pub fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("replies always serialize")
 }
 
+/// The overlay address, and the IPv6 one beside it when there is one.
+fn both_addresses(v4: &str, v6: &str) -> String {
+    if v6.is_empty() {
+        v4.to_owned()
+    } else {
+        format!("{v4} {v6}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +318,7 @@ mod tests {
             peers: vec![Peer {
                 node_id: "ab".repeat(16),
                 overlay_address: "10.9.0.2".into(),
+                overlay_address6: "fd7a:cf::2".into(),
                 taints: vec!["a".into(), "b".into()],
                 state: "connected".into(),
                 identity_fingerprint: "cd".repeat(32),
@@ -300,6 +327,7 @@ mod tests {
         };
         let out = peers(&p);
         assert!(out.contains(&"ab".repeat(16)), "{out}");
+        assert!(out.contains("10.9.0.2 fd7a:cf::2"), "{out}");
         assert!(out.contains("{a,b}") && out.contains("connected"), "{out}");
         assert!(out.contains(&"cd".repeat(8)) && !out.contains(&"cd".repeat(9)));
         assert_eq!(peers(&PeersReply::default()), "no peers");

@@ -1,6 +1,7 @@
 //! Overlay subnets and address allocation.
 //!
-//! Each realm has one subnet. A node's address is chosen once, at its first registration,
+//! Each realm has one subnet, and an IPv4 realm may have an IPv6 subnet beside it (every
+//! node then gets one address in each, allocated the same way). A node's address is chosen once, at its first registration,
 //! and kept for the node's life. The first candidate is derived from the node id, so
 //! allocations spread over the subnet instead of piling up at its start; a taken candidate
 //! moves on to the next address. The store's uniqueness constraint on (realm, address) is
@@ -31,6 +32,12 @@ pub enum AddrError {
     /// The address is outside the subnet, or is its network or broadcast address.
     #[error("address {0} is not a host address of subnet {1}")]
     Outside(String, String),
+    /// `subnet6` is not an IPv6 subnet.
+    #[error("subnet6 {0} is not an IPv6 subnet (like fd7a:cf::/64)")]
+    NotIpv6(String),
+    /// `subnet6` was given beside a subnet that is already IPv6.
+    #[error("subnet {0} is already IPv6; subnet6 adds an IPv6 subnet to an IPv4 realm")]
+    SubnetAlreadyIpv6(String),
 }
 
 /// A realm's overlay subnet.
@@ -52,6 +59,23 @@ impl Subnet {
             return Err(AddrError::TooSmall(s.to_owned()));
         }
         Ok(Self(net))
+    }
+
+    /// Parses a realm's IPv6 subnet, which sits beside the IPv4 `subnet`.
+    pub fn parse6(s: &str, subnet: &Subnet) -> Result<Self, AddrError> {
+        let net = Self::parse(s)?;
+        if !net.is_ipv6() {
+            return Err(AddrError::NotIpv6(s.to_owned()));
+        }
+        if subnet.is_ipv6() {
+            return Err(AddrError::SubnetAlreadyIpv6(subnet.to_string()));
+        }
+        Ok(net)
+    }
+
+    /// Whether this is an IPv6 subnet.
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self.0, IpNet::V6(_))
     }
 
     /// Number of assignable host addresses. IPv4 loses the network and broadcast
@@ -189,6 +213,45 @@ mod tests {
         // With nothing taken, the same node always gets the same first candidate.
         let a = s.allocate(&ids[0], |_| Ok(false)).unwrap();
         assert_eq!(a, s.allocate(&ids[0], |_| Ok(false)).unwrap());
+    }
+
+    #[test]
+    fn ipv6_subnet_beside_ipv4_is_checked() {
+        let v4 = Subnet::parse("10.40.0.0/16").unwrap();
+        let v6 = Subnet::parse6("fd7a:cf::/64", &v4).unwrap();
+        assert!(v6.is_ipv6() && !v4.is_ipv6());
+        assert_eq!(v6.to_string(), "fd7a:cf::/64");
+        assert_eq!(
+            Subnet::parse6("10.41.0.0/16", &v4),
+            Err(AddrError::NotIpv6("10.41.0.0/16".into()))
+        );
+        assert!(matches!(
+            Subnet::parse6("fd7a:cf::1/64", &v4),
+            Err(AddrError::NotNetwork(..))
+        ));
+        assert!(matches!(
+            Subnet::parse6("fd7a:cf::", &v4),
+            Err(AddrError::BadSubnet(_))
+        ));
+        let only6 = Subnet::parse("fd00:1::/64").unwrap();
+        assert_eq!(
+            Subnet::parse6("fd7a:cf::/64", &only6),
+            Err(AddrError::SubnetAlreadyIpv6("fd00:1::/64".into()))
+        );
+        let msg = Subnet::parse6("10.41.0.0/16", &v4).unwrap_err().to_string();
+        assert!(msg.contains("not an IPv6 subnet"), "{msg}");
+    }
+
+    #[test]
+    fn ipv6_allocation_is_deterministic_per_node() {
+        let s = Subnet::parse("fd7a:cf::/64").unwrap();
+        let id = NodeId::random();
+        let a = s.allocate(&id, |_| Ok(false)).unwrap().unwrap();
+        assert_eq!(Some(a), s.allocate(&id, |_| Ok(false)).unwrap());
+        // A taken candidate moves on to the next address.
+        let b = s.allocate(&id, |ip| Ok(ip == a)).unwrap().unwrap();
+        assert_ne!(a, b);
+        assert!(s.check_host(&b.to_string()).is_ok());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Subject<'a> {
     pub ml_kem_public_key: &'a [u8],
     /// Overlay address.
     pub overlay_address: &'a str,
+    /// IPv6 overlay address beside an IPv4 one.
+    pub overlay_address6: Option<&'a str>,
     /// Prefixes it may route.
     pub routed_prefixes: &'a [String],
     /// Portal flag.
@@ -50,6 +52,7 @@ impl NodeRow {
             ml_dsa_public_key: &self.ml_dsa_public_key,
             ml_kem_public_key: &self.ml_kem_public_key,
             overlay_address: &self.overlay_address,
+            overlay_address6: self.overlay_address6.as_deref(),
             routed_prefixes: &self.routed_prefixes,
             portal: self.portal,
         }
@@ -84,6 +87,7 @@ pub fn issue(keys: &KeyRing, s: &Subject<'_>, now: u64, lifetime: u64) -> Issued
         not_before: now.saturating_sub(CLOCK_SKEW),
         not_after,
         issuer_key_id: String::new(),
+        overlay_address6: s.overlay_address6.unwrap_or_default().to_owned(),
     };
     let signed: SignedCertificate =
         keys.with_cert_key(|k| sign_with(cert, k.key_id(), |bytes| k.sign(bytes)));

@@ -137,6 +137,8 @@ struct RegisterResponse {
     #[serde(default)]
     subnet: String,
     #[serde(default)]
+    subnet6: Option<String>,
+    #[serde(default)]
     conflux_token: Option<String>,
     refresh_jwt: String,
     access_jwt: String,
@@ -180,6 +182,9 @@ pub struct Registration {
     pub overlay_address: String,
     /// The realm's overlay subnet.
     pub subnet: String,
+    /// The realm's IPv6 overlay subnet, when it has one (the certificate carries the
+    /// node's address in it).
+    pub subnet6: Option<String>,
     /// The conflux token (first registration only).
     pub conflux_token: Option<Zeroizing<String>>,
     /// The long-lived refresh JWT.
@@ -295,6 +300,7 @@ impl GuardianClient {
             realm: r.realm,
             overlay_address: r.overlay_address,
             subnet: r.subnet,
+            subnet6: r.subnet6,
             conflux_token: r.conflux_token.map(Zeroizing::new),
             refresh_jwt: Zeroizing::new(r.refresh_jwt),
             certificate: decode_cert(WHAT, &r.certificate)?,

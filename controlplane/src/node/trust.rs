@@ -33,6 +33,8 @@ pub struct TrustedCert {
     pub identity: PublicIdentity,
     /// Overlay address (text as certified).
     pub overlay_address: String,
+    /// IPv6 overlay address beside an IPv4 one, when the realm has an IPv6 subnet.
+    pub overlay_address6: Option<std::net::Ipv6Addr>,
     /// Declared region.
     pub region: String,
     /// Owner (OAuth subject or token maker).
@@ -123,6 +125,7 @@ impl Trust {
                 },
                 identity: c.public_identity()?,
                 overlay_address: c.overlay_address.clone(),
+                overlay_address6: c.overlay_ip6()?,
                 region: c.region.clone(),
                 owner: c.owner.clone(),
                 routed_prefixes: c.routed_prefixes.clone(),

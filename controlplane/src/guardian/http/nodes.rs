@@ -57,6 +57,9 @@ pub struct NodeView {
     pub realm: String,
     /// Overlay address.
     pub overlay_address: String,
+    /// IPv6 overlay address, when the realm has an IPv6 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_address6: Option<String>,
     /// Owner.
     pub owner: String,
     /// Region.
@@ -85,6 +88,7 @@ impl From<&NodeRow> for NodeView {
             node_id: n.node_id.to_hex(),
             realm: n.realm.clone(),
             overlay_address: n.overlay_address.clone(),
+            overlay_address6: n.overlay_address6.clone(),
             owner: n.owner.clone(),
             region: n.region.clone(),
             taints: taint_names(n),

@@ -32,6 +32,9 @@ pub struct CreateRealm {
     pub name: String,
     /// Overlay subnet, CIDR.
     pub subnet: String,
+    /// IPv6 overlay subnet beside an IPv4 `subnet`, CIDR; every node gets an address in it.
+    #[serde(default)]
+    pub subnet6: Option<String>,
     /// Allow OAuth registration, with these taints allowed (and given by default).
     #[serde(default)]
     pub oauth_taints: Option<Vec<String>>,
@@ -44,6 +47,9 @@ pub struct RealmView {
     pub name: String,
     /// Overlay subnet.
     pub subnet: String,
+    /// IPv6 overlay subnet, when the realm has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
     /// Public key of the realm's NATS account.
     pub nats_account: String,
     /// Taints OAuth nodes may carry; absent when OAuth registration is off.
@@ -57,6 +63,7 @@ impl From<&RealmRow> for RealmView {
         Self {
             name: r.name.clone(),
             subnet: r.subnet.clone(),
+            subnet6: r.subnet6.clone(),
             nats_account: r.account_public_key.clone(),
             oauth_taints: r
                 .oauth_taints
@@ -80,6 +87,11 @@ async fn create(
 ) -> Result<(StatusCode, Json<RealmView>), AppError> {
     let name = Realm::new(&req.name).map_err(|e| AppError::Invalid(format!("name: {e}")))?;
     let subnet = Subnet::parse(&req.subnet).map_err(|e| AppError::Invalid(e.to_string()))?;
+    let subnet6 = req
+        .subnet6
+        .as_deref()
+        .map(|s| Subnet::parse6(s, &subnet).map_err(|e| AppError::Invalid(e.to_string())))
+        .transpose()?;
     let oauth_taints = req
         .oauth_taints
         .as_deref()
@@ -92,6 +104,7 @@ async fn create(
     let row = RealmRow {
         name: name.as_str().to_owned(),
         subnet: subnet.to_string(),
+        subnet6: subnet6.map(|s| s.to_string()),
         account_public_key,
         account_seed,
         oauth_taints,
@@ -114,7 +127,7 @@ async fn create(
         Err(e) if is_unique_violation(&e) => Err(AppError::RealmExists(row.name.clone())),
         r => r.map_err(AppError::from),
     })?;
-    tracing::info!(realm = %row.name, subnet = %row.subnet, "realm created");
+    tracing::info!(realm = %row.name, subnet = %row.subnet, subnet6 = ?row.subnet6, "realm created");
     Ok((StatusCode::CREATED, Json(RealmView::from(&row))))
 }
 

@@ -94,6 +94,12 @@ pub struct RegisterResponse {
     pub overlay_address: String,
     /// The realm's overlay subnet.
     pub subnet: String,
+    /// IPv6 overlay address, when the realm has an IPv6 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_address6: Option<String>,
+    /// The realm's IPv6 overlay subnet, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
     /// The node's conflux token, on first registration only.
     pub conflux_token: Option<String>,
     /// When the conflux token expires unless the node registers again, unix seconds.
@@ -139,6 +145,7 @@ struct Checked {
 struct Registered {
     node: NodeRow,
     subnet: String,
+    subnet6: Option<String>,
     conflux_token: Option<IssuedToken>,
     nats: UserCredentials,
     not_after: u64,
@@ -218,6 +225,24 @@ fn pick_address(
     Ok((subnet, ip.to_string()))
 }
 
+/// Allocates the node's IPv6 address when its realm has an IPv6 subnet.
+fn pick_address6(
+    db: &Connection,
+    realm: &RealmRow,
+    node: &NodeId,
+) -> Result<Option<String>, AppError> {
+    let Some(s) = realm.subnet6.as_deref() else {
+        return Ok(None);
+    };
+    let subnet = Subnet::parse(s).map_err(AppError::internal)?;
+    let ip = subnet
+        .allocate(node, |ip| {
+            NodeRow::address_taken(db, &realm.name, &ip.to_string())
+        })?
+        .ok_or_else(|| AppError::SubnetFull(s.to_owned()))?;
+    Ok(Some(ip.to_string()))
+}
+
 /// Stores a new node under `grant`.
 fn insert_new(
     g: &Guardian,
@@ -242,6 +267,7 @@ fn insert_new(
     let node_id = NodeId::random();
     let (subnet, address) =
         pick_address(db, &grant.realm, &node_id, c.requested_address.as_deref())?;
+    let address6 = pick_address6(db, &grant.realm, &node_id)?;
     let token = issue(TokenKind::Conflux);
     let nats = node_user(&grant.realm.account_seed, &grant.realm.name, &node_id, now)
         .map_err(AppError::internal)?;
@@ -252,6 +278,7 @@ fn insert_new(
         token_hash: token.hash,
         token_expires_at: now + g.lifetimes.conflux_token,
         overlay_address: address,
+        overlay_address6: address6,
         owner: grant.owner,
         region: c.region.or(grant.default_region).unwrap_or_default(),
         taints,
@@ -280,6 +307,7 @@ fn insert_new(
     Ok(Registered {
         node: NodeRow::from(new),
         subnet: subnet.to_string(),
+        subnet6: grant.realm.subnet6,
         conflux_token: Some(token),
         nats,
         not_after: issued.not_after,
@@ -336,6 +364,7 @@ fn renew(
     Ok(Registered {
         node,
         subnet: realm.subnet,
+        subnet6: realm.subnet6,
         conflux_token: None,
         nats,
         not_after: issued.not_after,
@@ -452,6 +481,8 @@ async fn register(
         realm: node.realm.clone(),
         overlay_address: node.overlay_address.clone(),
         subnet: done.subnet,
+        overlay_address6: node.overlay_address6.clone(),
+        subnet6: done.subnet6,
         conflux_token: done.conflux_token.map(|t| t.plain.to_string()),
         conflux_token_expires_at: node.token_expires_at,
         refresh_jwt,

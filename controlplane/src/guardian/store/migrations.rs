@@ -67,6 +67,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE nodes ADD COLUMN token_expires_at INTEGER NOT NULL DEFAULT 0;
     UPDATE nodes SET token_expires_at = updated_at + 31536000;
     ",
+    // 3: an optional IPv6 overlay subnet per realm, and each node's address in it.
+    r"
+    ALTER TABLE realms ADD COLUMN subnet6 TEXT;
+    ALTER TABLE nodes ADD COLUMN overlay_address6 TEXT;
+    CREATE UNIQUE INDEX nodes_address6 ON nodes(realm, overlay_address6);
+    ",
 ];
 
 /// Brings the schema up to the latest version.

@@ -25,6 +25,8 @@ pub struct NewNode {
     pub token_expires_at: u64,
     /// Its overlay address.
     pub overlay_address: String,
+    /// Its IPv6 overlay address, when the realm has an IPv6 subnet.
+    pub overlay_address6: Option<String>,
     /// Its owner.
     pub owner: String,
     /// Its region.
@@ -56,6 +58,8 @@ pub struct NodeRow {
     pub realm: String,
     /// Its overlay address.
     pub overlay_address: String,
+    /// Its IPv6 overlay address, when the realm has an IPv6 subnet.
+    pub overlay_address6: Option<String>,
     /// Its owner.
     pub owner: String,
     /// Its region.
@@ -86,7 +90,7 @@ pub struct NodeRow {
 
 const COLUMNS: &str = "node_id, realm, overlay_address, owner, region, taints, allowed_taints,
     portal, routed_prefixes, ml_dsa_public_key, ml_kem_public_key, certificate, revoked_at,
-    created_at, updated_at, token_expires_at, token_hash";
+    created_at, updated_at, token_expires_at, token_hash, overlay_address6";
 
 fn conversion(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -110,6 +114,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(NodeRow, Vec<u8>)> {
         created_at: r.get(13)?,
         updated_at: r.get(14)?,
         token_expires_at: r.get(15)?,
+        overlay_address6: r.get(17)?,
     };
     Ok((row, r.get(16)?))
 }
@@ -124,8 +129,10 @@ impl NewNode {
         db.execute(
             "INSERT INTO nodes (node_id, realm, token_id, token_hash, overlay_address, owner,
                  region, taints, allowed_taints, portal, routed_prefixes, ml_dsa_public_key,
-                 ml_kem_public_key, certificate, created_at, updated_at, token_expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16)",
+                 ml_kem_public_key, certificate, created_at, updated_at, token_expires_at,
+                 overlay_address6)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16,
+                 ?17)",
             params![
                 self.node_id.to_hex(),
                 self.realm,
@@ -143,6 +150,7 @@ impl NewNode {
                 self.certificate,
                 self.now,
                 self.token_expires_at,
+                self.overlay_address6,
             ],
         )?;
         Ok(())
@@ -155,6 +163,7 @@ impl From<NewNode> for NodeRow {
             node_id: n.node_id,
             realm: n.realm,
             overlay_address: n.overlay_address,
+            overlay_address6: n.overlay_address6,
             owner: n.owner,
             region: n.region,
             taints: n.taints,
@@ -206,10 +215,11 @@ impl NodeRow {
         .collect()
     }
 
-    /// Whether a node of `realm` holds `address`.
+    /// Whether a node of `realm` holds `address` (as its address or its IPv6 address).
     pub fn address_taken(db: &Connection, realm: &str, address: &str) -> rusqlite::Result<bool> {
         db.query_row(
-            "SELECT EXISTS (SELECT 1 FROM nodes WHERE realm = ?1 AND overlay_address = ?2)",
+            "SELECT EXISTS (SELECT 1 FROM nodes WHERE realm = ?1
+                 AND (overlay_address = ?2 OR overlay_address6 = ?2))",
             [realm, address],
             |r| r.get(0),
         )

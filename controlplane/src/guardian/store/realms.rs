@@ -14,6 +14,8 @@ pub struct RealmRow {
     pub name: String,
     /// Overlay subnet in CIDR notation.
     pub subnet: String,
+    /// IPv6 overlay subnet beside an IPv4 `subnet`, in CIDR notation.
+    pub subnet6: Option<String>,
     /// Public key of the realm's NATS account.
     pub account_public_key: String,
     /// Seed of the realm's NATS account key (signs user JWTs).
@@ -29,6 +31,7 @@ impl std::fmt::Debug for RealmRow {
         f.debug_struct("RealmRow")
             .field("name", &self.name)
             .field("subnet", &self.subnet)
+            .field("subnet6", &self.subnet6)
             .field("account_public_key", &self.account_public_key)
             .field("oauth_taints", &self.oauth_taints)
             .finish_non_exhaustive()
@@ -50,7 +53,8 @@ pub(super) fn taint_set_from_json(s: &str) -> rusqlite::Result<TaintSet> {
     })
 }
 
-const COLUMNS: &str = "name, subnet, account_public_key, account_seed, oauth_taints, created_at";
+const COLUMNS: &str =
+    "name, subnet, account_public_key, account_seed, oauth_taints, created_at, subnet6";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<RealmRow> {
     Ok(RealmRow {
@@ -60,6 +64,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RealmRow> {
         account_seed: Zeroizing::new(r.get(3)?),
         oauth_taints: taints_from_column(r.get(4)?)?,
         created_at: r.get(5)?,
+        subnet6: r.get(6)?,
     })
 }
 
@@ -67,7 +72,7 @@ impl RealmRow {
     /// Inserts the realm; fails with a uniqueness violation if the name exists.
     pub fn insert(&self, db: &Connection) -> rusqlite::Result<()> {
         db.execute(
-            &format!("INSERT INTO realms ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            &format!("INSERT INTO realms ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
             params![
                 self.name,
                 self.subnet,
@@ -75,6 +80,7 @@ impl RealmRow {
                 self.account_seed.as_str(),
                 taints_to_column(self.oauth_taints.as_ref()),
                 self.created_at,
+                self.subnet6,
             ],
         )?;
         Ok(())

@@ -51,6 +51,10 @@ impl Node {
                 .map(|(p, n)| format!("{} via {n}", crate::node::gateway::text(p)))
                 .collect(),
             routes_refused: self.counters.routes_refused,
+            overlay_address6: c
+                .overlay_address6
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             ..proto::StatusReply::default()
         }
     }
@@ -78,6 +82,11 @@ impl Node {
                     last_seen_unix_ms: p.last_seen_unix_ms,
                     identity_fingerprint: p.cert.identity.fingerprint().to_string(),
                     certificate_not_after: p.cert.not_after,
+                    overlay_address6: p
+                        .cert
+                        .overlay_address6
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         }
