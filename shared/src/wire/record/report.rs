@@ -35,8 +35,11 @@ pub struct TelemetryBody {
     pub packets: U64,
     /// Packets waiting in the tether's send queue now.
     pub queue_depth: U32,
+    /// The tether's confirmed path MTU now, as the largest UDP payload it sends; 0 when
+    /// the transport does not discover one (plain tethers).
+    pub plpmtu: U16,
     /// Zero.
-    pub reserved2: [u8; 4],
+    pub reserved2: [u8; 2],
 }
 
 impl TelemetryBody {
@@ -59,12 +62,19 @@ impl TelemetryBody {
             bytes: U64::new(bytes),
             packets: U64::new(packets),
             queue_depth: U32::new(queue_depth),
-            reserved2: [0; 4],
+            plpmtu: U16::new(0),
+            reserved2: [0; 2],
         }
     }
 
+    /// The same report with the tether's path MTU.
+    pub fn with_plpmtu(mut self, plpmtu: u16) -> Self {
+        self.plpmtu = U16::new(plpmtu);
+        self
+    }
+
     pub(super) fn check(&self) -> Result<(), WireError> {
-        if self.reserved != [0; 2] || self.reserved2 != [0; 4] {
+        if self.reserved != [0; 2] || self.reserved2 != [0; 2] {
             return Err(WireError::Reserved);
         }
         if self.loss_ppm.get() > PPM {
@@ -148,11 +158,18 @@ pub enum CounterId {
     /// Internet-bound packets from a stream that may not exit here (not a portal, or
     /// another owner's node).
     ExitDenied = 16,
+    /// Inner packets too big for their route's tether (its path MTU): dropped, and the
+    /// sender told by ICMP where the rules allow.
+    TooBig = 17,
+    /// ICMP "fragmentation needed" / "packet too big" errors written to the TUN.
+    IcmpTooBigSent = 18,
+    /// TCP SYNs whose MSS option was lowered to the route's path MTU (traffic, not a drop).
+    MssClamped = 19,
 }
 
 impl CounterId {
     /// Every counter, in id order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 19] = [
         Self::MalformedPacket,
         Self::UnknownLabel,
         Self::BadTag,
@@ -169,6 +186,9 @@ impl CounterId {
         Self::IngressPackets,
         Self::RelayedPackets,
         Self::ExitDenied,
+        Self::TooBig,
+        Self::IcmpTooBigSent,
+        Self::MssClamped,
     ];
 
     /// The counter for an id byte.
@@ -198,6 +218,9 @@ impl CounterId {
             Self::IngressPackets => "ingress_packets",
             Self::RelayedPackets => "relayed_packets",
             Self::ExitDenied => "exit_denied",
+            Self::TooBig => "too_big",
+            Self::IcmpTooBigSent => "icmp_too_big_sent",
+            Self::MssClamped => "mss_clamped",
         }
     }
 }
