@@ -1,0 +1,235 @@
+//! IPv6 end to end: real `conflux` processes in network namespaces whose underlay has no
+//! IPv4 at all (the bridge and every node's `eth0` carry only ULA IPv6 addresses; NATS and
+//! Guardian listen on the bridge's), a realm with an IPv6 subnet beside its IPv4 one, and
+//! IPv6 and IPv4 traffic inside the overlay over a WebRTC tether on that underlay.
+//! Needs root; run serially (`--test-threads 1`).
+
+use std::time::Duration;
+
+use conflux_tests::overlay_lab::{Lab, REALM, REALM_SUBNET6};
+use conflux_tests::wait;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// `conflux-ctl <args> --json` as loose JSON (fields the typed views do not have).
+fn ctl_json(lab: &Lab, node: &str, args: &[&str]) -> serde_json::Value {
+    lab.get(node)
+        .ctl
+        .run::<serde_json::Value>(args)
+        .unwrap_or_else(|e| panic!("conflux-ctl {args:?} on {node}: {e}"))
+}
+
+/// A node's IPv6 overlay address, from `conflux-ctl status`.
+fn address6(lab: &Lab, node: &str) -> String {
+    ctl_json(lab, node, &["status"])["overlay_address6"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Counts the UDP datagrams a node's `eth0` sends and receives, by family (nftables).
+fn count_underlay_udp(lab: &Lab, node: &str) {
+    let nft = |args: &[&str]| {
+        let mut full = vec!["nft"];
+        full.extend_from_slice(args);
+        let o = lab.exec(node, &full);
+        assert!(
+            o.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    nft(&["add", "table", "inet", "cfxv6"]);
+    for (chain, hook, dir) in [("out", "output", "oifname"), ("in", "input", "iifname")] {
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "cfxv6",
+            chain,
+            &format!("{{ type filter hook {hook} priority 0; }}"),
+        ]);
+        for family in ["ipv4", "ipv6"] {
+            nft(&[
+                "add", "rule", "inet", "cfxv6", chain, dir, "eth0", "meta", "nfproto", family,
+                "meta", "l4proto", "udp", "counter", "comment", family,
+            ]);
+        }
+    }
+}
+
+/// UDP datagrams counted on a node's `eth0` so far: (IPv4, IPv6), both directions.
+fn underlay_udp(lab: &Lab, node: &str) -> (u64, u64) {
+    let text = stdout(&lab.exec(node, &["nft", "list", "table", "inet", "cfxv6"]));
+    let mut v4 = 0;
+    let mut v6 = 0;
+    for line in text.lines() {
+        let Some(packets) = line
+            .split("packets ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if line.contains("\"ipv6\"") {
+            v6 += packets;
+        } else if line.contains("\"ipv4\"") {
+            v4 += packets;
+        }
+    }
+    (v4, v6)
+}
+
+/// Pings `addr` from `from` until a reply comes (each ping waits 1 s), within `limit`.
+fn reach_addr(lab: &Lab, from: &str, addr: &str, limit: Duration) -> Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if lab
+            .exec(from, &["ping", "-n", "-c", "1", "-W", "1", addr])
+            .status
+            .success()
+        {
+            return start.elapsed();
+        }
+    }
+    lab.dump(from, 60);
+    panic!("{from} gets no ping reply from {addr} within {limit:?}");
+}
+
+/// iperf3 over the overlay between explicit addresses (IPv6 when `addr` is), bits/s.
+fn iperf3_to(lab: &Lab, client: &str, server: &str, addr: &str, secs: u32) -> f64 {
+    let mut srv = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.get(server).ns])
+        .args(["iperf3", "-s", "-1", "-B", addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting iperf3 -s");
+    std::thread::sleep(Duration::from_millis(300));
+    let family = if addr.contains(':') { "-6" } else { "-4" };
+    let out = lab.exec(
+        client,
+        &[
+            "timeout",
+            &(secs + 20).to_string(),
+            "iperf3",
+            family,
+            "-c",
+            addr,
+            "-t",
+            &secs.to_string(),
+            "-J",
+        ],
+    );
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(
+        out.status.success(),
+        "iperf3 {client} → {addr} failed: {}",
+        stdout(&out).chars().take(400).collect::<String>()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn ipv6_only_underlay_carries_ipv6_and_ipv4_overlay_traffic() {
+    let mut lab = Lab::new_ipv6();
+    let nats = lab.cluster.nats_url();
+    assert!(nats.starts_with("nats://[fd00:cf:"), "{nats}");
+    lab.node("a", REALM, &["dev"], "");
+    lab.node("b", REALM, &["dev"], "");
+
+    // The underlay has no IPv4: whatever reaches NATS, Guardian or the peer is IPv6.
+    for n in ["a", "b"] {
+        let v4 = stdout(&lab.exec(n, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]));
+        assert!(v4.trim().is_empty(), "{n} has IPv4 on eth0: {v4}");
+        let v6 = stdout(&lab.exec(
+            n,
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global",
+            ],
+        ));
+        assert!(v6.contains("fd00:cf:"), "{n}'s eth0: {v6}");
+        count_underlay_udp(&lab, n);
+    }
+    for n in ["a", "b"] {
+        wait::until_true(&format!("{n} connected to NATS over IPv6"), LIMIT, || {
+            lab.get(n)
+                .ctl
+                .status()
+                .is_some_and(|s| s.nats_state == "connected")
+        });
+    }
+
+    // Guardian gave each node an address in the realm's IPv6 subnet, and the node put it on
+    // its TUN beside the IPv4 one.
+    let prefix6 = REALM_SUBNET6.trim_end_matches("/64");
+    let (a6, b6) = (address6(&lab, "a"), address6(&lab, "b"));
+    for (n, a) in [("a", &a6), ("b", &b6)] {
+        assert!(a.starts_with(prefix6), "{n}'s IPv6 overlay address {a:?}");
+        let tun = stdout(&lab.exec(n, &["ip", "-6", "-o", "addr", "show", "dev", "cfx0"]));
+        assert!(tun.contains(&format!("{a}/64")), "{n}'s TUN: {tun}");
+    }
+    assert_ne!(a6, b6);
+    let b_id = lab.id("b");
+    wait::until_true("a to know b's IPv6 overlay address", LIMIT, || {
+        ctl_json(&lab, "a", &["peers"])["peers"]
+            .as_array()
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["node_id"] == b_id.as_str() && p["overlay_address6"] == b6.as_str())
+            })
+    });
+
+    // IPv6 inside the overlay: the first packet sets up streams, tether and route.
+    let first = reach_addr(&lab, "a", &b6, LIMIT);
+    eprintln!("time to first IPv6 overlay reply a → b: {first:?}");
+    let ping6 = lab.exec("a", &["ping", "-n", "-c", "5", "-i", "0.2", "-W", "1", &b6]);
+    assert!(ping6.status.success(), "ping -6 a → b: {}", stdout(&ping6));
+    let tethers = lab.get("a").ctl.overlay().expect("a's overlay");
+    assert!(
+        tethers
+            .tethers
+            .iter()
+            .any(|t| t.peer == b_id && t.state == "up"),
+        "a has a WebRTC tether up to b: {:?}",
+        tethers.tethers
+    );
+
+    // IPv4 inside the overlay, over the same IPv6 underlay.
+    let b4 = lab.address("b");
+    reach_addr(&lab, "a", &b4, LIMIT);
+
+    let (v4_before, v6_before) = underlay_udp(&lab, "a");
+    let six = iperf3_to(&lab, "a", "b", &b6, 4);
+    let four = iperf3_to(&lab, "b", "a", &lab.address("a"), 3);
+    let (v4_after, v6_after) = underlay_udp(&lab, "a");
+    eprintln!(
+        "iperf3 -6 a → b over the IPv6 underlay: {:.1} Mbit/s; IPv4 b → a: {:.1} Mbit/s; \
+         a's underlay UDP datagrams during the runs: {} IPv6, {} IPv4",
+        six / 1e6,
+        four / 1e6,
+        v6_after - v6_before,
+        v4_after - v4_before
+    );
+    assert!(six > 0.0, "no IPv6 overlay throughput");
+    assert!(four > 0.0, "no IPv4 overlay throughput");
+    // The tether's datagrams are IPv6 (the underlay has nothing else to carry them).
+    assert!(
+        v6_after - v6_before > 1_000,
+        "the overlay traffic did not cross the underlay as IPv6 UDP"
+    );
+    assert_eq!(v4_after, 0, "no IPv4 UDP may leave or reach a's eth0");
+    for n in ["a", "b"] {
+        let s = lab.get(n).ctl.status().expect("status");
+        assert_eq!(s.nats_state, "connected", "{n} kept NATS");
+    }
+}
