@@ -172,6 +172,14 @@ pub struct Overlay {
     pub dataplane_counters: BTreeMap<String, u64>,
     /// Per worker packet counts.
     pub workers: Vec<WorkerTraffic>,
+    /// Host candidates.
+    pub host_candidates: Vec<String>,
+    /// Server-reflexive candidates, "<worker> ip:port".
+    pub reflexive_candidates: Vec<String>,
+    /// NAT behaviour as STUN answers tell.
+    pub nat: String,
+    /// STUN servers asked.
+    pub stun_servers: Vec<String>,
 }
 
 impl Overlay {

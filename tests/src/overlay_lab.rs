@@ -324,10 +324,10 @@ impl Lab {
         };
         let rules = format!(
             "table ip cfxnat {{\n\
-             chain post {{ type nat hook postrouting priority 100; oifname \"wan0\" {masq}; }}\n\
-             chain fwd {{ type filter hook forward priority 0; policy drop;\n\
+             chain nat_out {{ type nat hook postrouting priority 100; oifname \"wan0\" {masq}; }}\n\
+             chain forward_in {{ type filter hook forward priority 0; policy drop;\n\
                ct state established,related accept; oifname \"wan0\" accept; }}\n\
-             chain inp {{ type filter hook input priority 0; policy drop;\n\
+             chain local_in {{ type filter hook input priority 0; policy drop;\n\
                ct state established,related accept; iifname \"lo\" accept;\n\
                iifname != \"wan0\" accept; }}\n\
              }}\n"
@@ -740,6 +740,8 @@ pub struct PingResult {
     pub sent: u32,
     /// The longest run of requests without a reply, as time (requests × interval).
     pub longest_gap: Duration,
+    /// When the first reply came, from the first request (to the interval).
+    pub first_reply: Option<Duration>,
 }
 
 impl PingRun {
@@ -766,6 +768,9 @@ impl PingRun {
             received: seqs.len() as u32,
             sent: self.count,
             longest_gap: Duration::from_millis(u64::from(longest * self.interval_ms)),
+            first_reply: seqs
+                .first()
+                .map(|s| Duration::from_millis(u64::from((s - 1) * self.interval_ms))),
         }
     }
 }

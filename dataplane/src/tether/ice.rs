@@ -20,6 +20,10 @@ use sansio::Protocol;
 
 use super::config::TetherConfig;
 
+/// How long a controlling agent waits before it nominates a pair with a peer-reflexive
+/// remote (host pairs on one link answer within milliseconds).
+const PRFLX_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// ICE could not be set up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("ICE set-up failed: {0}")]
@@ -56,6 +60,10 @@ impl Ice {
             local_pwd: cfg.local_ice.pwd.clone(),
             is_controlling: cfg.ice_controlling,
             multicast_dns_mode: MulticastDnsMode::Disabled,
+            // A peer behind a NAT is first seen as a peer-reflexive address; the library's
+            // one-second wait for something better costs set-up time our candidate lists
+            // (host, then reflexive) never win back.
+            prflx_acceptance_min_wait: Some(PRFLX_WAIT),
             candidate_types: vec![CandidateType::Host],
             network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
             ..Default::default()

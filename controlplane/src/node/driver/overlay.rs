@@ -478,6 +478,7 @@ impl Driver {
             ("idle_dissolved", st.idle_dissolved),
             ("rekeys", self.node.counters().rekeys),
             ("signals_ignored", st.signals_ignored),
+            ("ice_restarts", st.ice_restarts),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -543,6 +544,10 @@ impl Driver {
             relays: o.ov.relay_count() as u32,
             counters,
             dataplane_counters,
+            host_candidates: o.ov.host_candidates().to_vec(),
+            reflexive_candidates: o.ov.reflexive().to_vec(),
+            nat: o.underlay.nat_kind(o.ov.host_candidates()).name().to_owned(),
+            stun_servers: o.underlay.servers_asked(),
         }
     }
 

@@ -70,6 +70,8 @@ pub(super) struct Underlay {
     learned: BTreeMap<(u16, SocketAddr), (SocketAddr, Instant)>,
     /// The kind last said in the log.
     kind: NatKind,
+    /// The servers the last round asked.
+    asked: Vec<SocketAddr>,
 }
 
 impl Underlay {
@@ -92,7 +94,13 @@ impl Underlay {
             next_gather: now,
             learned: BTreeMap::new(),
             kind: NatKind::Unknown,
+            asked: Vec::new(),
         }
+    }
+
+    /// The STUN servers the last round asked.
+    pub(super) fn servers_asked(&self) -> Vec<String> {
+        self.asked.iter().map(|s| s.to_string()).collect()
     }
 
     /// When [`Driver::underlay_timeout`] is next due.
@@ -192,6 +200,7 @@ impl Driver {
                 servers: servers.iter().map(|s| s.to_string()).collect(),
                 service: u.service,
             }));
+            u.asked = servers;
             if u.service {
                 self.node.set_stun(hosts);
             }
