@@ -200,6 +200,27 @@ pub fn open(opts: &UdpOptions) -> Result<OwnedFd, UdpError> {
     // Bigger socket buffers absorb a burst of GSO sends while the worker is encrypting.
     let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
     let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
+    // Path MTU probing (`tether::sctp::pmtu`): DF on every datagram, never fragmented
+    // here, and the kernel's own path MTU cache ignored, so a probe bigger than the path is
+    // lost on the path (and the search learns from it) rather than refused or fragmented
+    // on the strength of an ICMP error anyone could forge. The IPv4 option also covers the
+    // IPv4-mapped peers of a dual-stack socket.
+    setsockopt(
+        &fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )
+    .map_err(err("IP_MTU_DISCOVER"))?;
+    if !bind_at.is_ipv4() {
+        setsockopt(
+            &fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        )
+        .map_err(err("IPV6_MTU_DISCOVER"))?;
+    }
     if opts.gro {
         setsockopt(&fd, libc::SOL_UDP, UDP_GRO, 1).map_err(err("UDP_GRO"))?;
     }
