@@ -6,6 +6,22 @@
 //! write each packet's next-hop label. A destination with no route, or a route with no
 //! stream yet, is a miss: the packet is dropped and the caller reports the destination to
 //! the control process (rate limited).
+//!
+//! # Path MTU
+//!
+//! Each tether carries sealed packets up to its discovered path MTU ([`PacketLimit`]). A
+//! packet bigger than its route's limit is not sealed: the verdict is
+//! [`EgressVerdict::TooBig`] with the inner MTU, and the caller tells the sender by ICMP. A
+//! TCP SYN leaving here has its MSS clamped to that inner MTU, so TCP stays within it.
+//!
+//! A relayed route is held to the base size ([`RELAYED_MAX_PACKET`]): this node sees only
+//! its first tether, not the relay's next one, and the relay cannot send an ICMP error for
+//! the inner packet (it cannot open it). Every path MTU search starts at that base and
+//! never settles below it, so whatever tether the relay forwards on carries such a packet;
+//! carrying each relay's downstream size back to the source would need a control-plane
+//! message per change for a gain of at most 220 bytes a packet on relayed paths only. A
+//! route counts as relayed when its first hop's label is not the stream's own (the
+//! destination's label): relays choose their own labels.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -16,8 +32,118 @@ use conflux_shared::wire::data::{DataPacket, HEADER_LEN, OVERHEAD, PacketType, T
 use conflux_shared::wire::record::{CounterId, RouteTarget, TetherId};
 
 use crate::counters::Counters;
-use crate::packet::InnerPacket;
+use crate::packet::{InnerPacket, PROTO_TCP};
 use crate::table::Tables;
+use crate::table::route::{Hop, Route};
+use crate::table::stream::EgressStream;
+use crate::tether::config::BASE_DATAGRAM;
+use crate::tether::record::RECORD_OVERHEAD;
+use crate::tether::sctp::max_message_in;
+use crate::vnet::mss;
+
+/// Largest sealed packet a relayed route carries: one that fits a tether at the base path
+/// MTU (see the module doc).
+pub const RELAYED_MAX_PACKET: usize = max_message_in(BASE_DATAGRAM, RECORD_OVERHEAD);
+
+/// How big a sealed data packet each tether carries now.
+pub trait PacketLimit {
+    /// The largest sealed data packet (stream header, inner packet, tag) `tether` carries
+    /// in one datagram; `usize::MAX` when it sets no limit of its own.
+    fn max_packet(&self, tether: TetherId) -> usize;
+}
+
+/// No limit but what the tethers refuse themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unlimited;
+
+impl PacketLimit for Unlimited {
+    #[inline]
+    fn max_packet(&self, _tether: TetherId) -> usize {
+        usize::MAX
+    }
+}
+
+impl<F: Fn(TetherId) -> usize> PacketLimit for F {
+    #[inline]
+    fn max_packet(&self, tether: TetherId) -> usize {
+        self(tether)
+    }
+}
+
+/// The last tether's limit, so a batch of packets for one tether asks once.
+#[derive(Debug, Clone, Copy, Default)]
+struct LimitCache(Option<(TetherId, usize)>);
+
+impl LimitCache {
+    #[inline]
+    fn get(&mut self, tether: TetherId, limits: &impl PacketLimit) -> usize {
+        match self.0 {
+            Some((t, l)) if t == tether => l,
+            _ => {
+                let l = limits.max_packet(tether);
+                self.0 = Some((tether, l));
+                l
+            }
+        }
+    }
+}
+
+/// The largest sealed packet a route whose packets `stream` seals carries over its first
+/// hop `hop`: the tether's limit, held to [`RELAYED_MAX_PACKET`] when the hop is a relay.
+#[inline]
+fn hop_limit(
+    egress: &[EgressStream],
+    stream: u32,
+    hop: &Hop,
+    limits: &impl PacketLimit,
+    cache: &mut LimitCache,
+) -> usize {
+    let max = cache.get(hop.tether, limits);
+    let direct = egress
+        .get(stream as usize)
+        .is_some_and(|s| s.label == hop.label);
+    if direct {
+        max
+    } else {
+        max.min(RELAYED_MAX_PACKET)
+    }
+}
+
+/// The largest sealed packet every next hop of `route` carries (a flow the other way may
+/// take any of them); `usize::MAX` for a route without a stream or hops.
+pub(crate) fn route_limit(
+    egress: &[EgressStream],
+    route: &Route,
+    limits: &impl PacketLimit,
+) -> usize {
+    let Some(stream) = route.stream else {
+        return usize::MAX;
+    };
+    let mut cache = LimitCache::default();
+    route
+        .hops()
+        .iter()
+        .map(|h| hop_limit(egress, stream, h, limits, &mut cache))
+        .min()
+        .unwrap_or(usize::MAX)
+}
+
+/// Whether an inner packet is a TCP segment with SYN set (the only ones MSS clamping
+/// touches); a cheap look at two bytes, the full check is [`mss::clamp`]'s.
+#[inline]
+pub(crate) fn is_tcp_syn(p: &InnerPacket<'_>, inner: &[u8]) -> bool {
+    p.protocol() == PROTO_TCP && inner.get(p.header_len() + 13).is_some_and(|f| f & 2 != 0)
+}
+
+/// Clamps a SYN's MSS to an inner MTU of `mtu` bytes, counting what it did.
+#[inline]
+pub(crate) fn clamp_syn(counters: &mut Counters, inner: &mut [u8], mtu: usize) {
+    match mss::clamp(inner, mtu) {
+        Ok(mss::Clamp::Clamped { .. }) => counters.bump(CounterId::MssClamped),
+        Ok(_) => {}
+        Err(_) => counters.bump(CounterId::MalformedPacket),
+    }
+}
 
 /// What became of one packet of an egress batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,12 +162,19 @@ pub enum EgressVerdict {
     },
     /// No route or no stream for the destination: report a miss.
     Miss(IpAddr),
+    /// Too big for the route's tether: not sealed, counted; tell the sender the inner MTU
+    /// (the inner packet is still in place, in plaintext).
+    TooBig {
+        /// The largest inner packet the route carries.
+        mtu: u16,
+    },
     /// Dropped and counted under this counter.
     Drop(CounterId),
 }
 
 /// Seals a batch in place. Each buffer is one whole data packet: [`HEADER_LEN`] bytes of
 /// headroom, the inner packet, [`TAG_LEN`] bytes of tailroom. Writes one verdict per packet.
+/// No path MTU applies (see [`egress_within`]).
 ///
 /// # Panics
 ///
@@ -53,16 +186,35 @@ pub fn egress<B: AsMut<[u8]>>(
     packets: &mut [B],
     verdicts: &mut [EgressVerdict],
 ) {
+    egress_within(tables, counters, now, packets, verdicts, &Unlimited);
+}
+
+/// [`egress`] within each tether's path MTU: a packet too big for its route is not sealed
+/// ([`EgressVerdict::TooBig`]), and TCP SYNs get their MSS clamped to the route's inner MTU.
+///
+/// # Panics
+///
+/// If `verdicts` is shorter than `packets` (a caller bug).
+pub fn egress_within<B: AsMut<[u8]>>(
+    tables: &mut Tables,
+    counters: &mut Counters,
+    now: Instant,
+    packets: &mut [B],
+    verdicts: &mut [EgressVerdict],
+    limits: &impl PacketLimit,
+) {
     assert!(
         verdicts.len() >= packets.len(),
         "one verdict slot per packet"
     );
+    let mut cache = LimitCache::default();
     for (p, v) in packets.iter_mut().zip(verdicts.iter_mut()) {
-        *v = classify(tables, p.as_mut());
-        if let EgressVerdict::Drop(c) = v {
-            counters.bump(*c);
-        } else if let EgressVerdict::Miss(_) = v {
-            counters.bump(CounterId::NoRoute);
+        *v = classify(tables, counters, p.as_mut(), limits, &mut cache);
+        match v {
+            EgressVerdict::Drop(c) => counters.bump(*c),
+            EgressVerdict::Miss(_) => counters.bump(CounterId::NoRoute),
+            EgressVerdict::TooBig { .. } => counters.bump(CounterId::TooBig),
+            _ => {}
         }
     }
     let mut start = 0;
@@ -89,11 +241,19 @@ pub fn egress<B: AsMut<[u8]>>(
     }
 }
 
-fn classify(tables: &Tables, buf: &mut [u8]) -> EgressVerdict {
+#[inline]
+fn classify(
+    tables: &Tables,
+    counters: &mut Counters,
+    buf: &mut [u8],
+    limits: &impl PacketLimit,
+    cache: &mut LimitCache,
+) -> EgressVerdict {
     if buf.len() < OVERHEAD {
         return EgressVerdict::Drop(CounterId::MalformedPacket);
     }
-    let inner = &buf[HEADER_LEN..buf.len() - TAG_LEN];
+    let end = buf.len() - TAG_LEN;
+    let inner = &buf[HEADER_LEN..end];
     let Ok(p) = InnerPacket::parse(inner) else {
         return EgressVerdict::Drop(CounterId::MalformedPacket);
     };
@@ -108,6 +268,22 @@ fn classify(tables: &Tables, buf: &mut [u8]) -> EgressVerdict {
     let (Some(stream), Some(hop)) = (route.stream, route.choose(p.flow_hash())) else {
         return EgressVerdict::Miss(dst);
     };
+    // Packets that fit the base size fit every tether; only bigger ones and SYNs ask.
+    let syn = is_tcp_syn(&p, inner);
+    if buf.len() > RELAYED_MAX_PACKET || syn {
+        let max = hop_limit(&tables.egress, stream, hop, limits, cache);
+        if buf.len() > max {
+            let mtu = (max.saturating_sub(OVERHEAD)).min(usize::from(u16::MAX)) as u16;
+            return EgressVerdict::TooBig { mtu };
+        }
+        if syn {
+            clamp_syn(
+                counters,
+                &mut buf[HEADER_LEN..end],
+                max.saturating_sub(OVERHEAD),
+            );
+        }
+    }
     EgressVerdict::Send {
         tether: hop.tether,
         stream,

@@ -108,6 +108,12 @@ pub trait HopTransport {
         h..h + len
     }
 
+    /// The largest sealed packet `tether` carries in one datagram now (its discovered path
+    /// MTU less framing); `usize::MAX` when the transport sets no limit of its own.
+    fn max_packet(&self, _tether: TetherId) -> usize {
+        usize::MAX
+    }
+
     /// Writes per-tether telemetry for the tethers the transport measures itself.
     fn telemetry(&mut self, _worker: u16, _out: &mut dyn FnMut(TelemetryBody)) {}
 

@@ -7,7 +7,9 @@
 //! checked before the AES work and marked only after the tag verifies. Each opened packet
 //! must then come from an address its stream's source may use (its overlay address or an
 //! allowed prefix, like WireGuard's AllowedIPs); anything else is dropped and counted,
-//! silently.
+//! silently. A TCP SYN or SYN-ACK delivered here has its MSS clamped to the inner MTU of
+//! the route back to its sender ([`ingress_within`]), so the local end never sends that
+//! peer segments its tether cannot carry.
 
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ use conflux_shared::wire::data::{DataPacket, PacketType};
 use conflux_shared::wire::record::{CounterId, TetherId};
 
 use crate::counters::Counters;
+use crate::egress::{PacketLimit, Unlimited, clamp_syn, is_tcp_syn, route_limit};
 use crate::packet::InnerPacket;
 use crate::relay::{RelayLimiter, relay};
 use crate::table::{Tables, is_local};
@@ -43,7 +46,8 @@ pub enum IngressVerdict {
     Probe,
 }
 
-/// Handles a batch in place. Each buffer is one whole data packet as received.
+/// Handles a batch in place. Each buffer is one whole data packet as received. No path
+/// MTU applies (see [`ingress_within`]).
 ///
 /// # Panics
 ///
@@ -56,6 +60,28 @@ pub fn ingress<B: AsMut<[u8]>>(
     packets: &mut [B],
     verdicts: &mut [IngressVerdict],
     scratch: &mut [Verdict],
+) {
+    ingress_within(
+        tables, counters, limiter, now, packets, verdicts, scratch, &Unlimited,
+    );
+}
+
+/// [`ingress`] with each tether's path MTU known: delivered TCP SYNs get their MSS clamped
+/// to the inner MTU of the route back to their sender.
+///
+/// # Panics
+///
+/// If `verdicts` or `scratch` is shorter than `packets` (a caller bug).
+#[allow(clippy::too_many_arguments)]
+pub fn ingress_within<B: AsMut<[u8]>>(
+    tables: &mut Tables,
+    counters: &mut Counters,
+    limiter: &mut RelayLimiter,
+    now: Instant,
+    packets: &mut [B],
+    verdicts: &mut [IngressVerdict],
+    scratch: &mut [Verdict],
+    limits: &impl PacketLimit,
 ) {
     assert!(
         verdicts.len() >= packets.len() && scratch.len() >= packets.len(),
@@ -109,11 +135,13 @@ pub fn ingress<B: AsMut<[u8]>>(
             &mut packets[start..end],
             &mut verdicts[start..end],
             &mut scratch[start..end],
+            limits,
         );
         start = end;
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn open_run<B: AsMut<[u8]>>(
     tables: &mut Tables,
     counters: &mut Counters,
@@ -122,22 +150,26 @@ fn open_run<B: AsMut<[u8]>>(
     packets: &mut [B],
     verdicts: &mut [IngressVerdict],
     scratch: &mut [Verdict],
+    limits: &impl PacketLimit,
 ) {
     let guard = tables.policy.guard_exit;
     let may_exit = tables.policy.portal && tables.ingress[stream].exit;
     let s = &mut tables.ingress[stream];
-    let (local_hosts, routes) = (&tables.local_hosts, &tables.routes);
+    let (local_hosts, routes, egress) = (&tables.local_hosts, &tables.routes, &tables.egress);
     s.opener.open_batch(now, packets, scratch);
     for ((p, v), a) in packets
         .iter_mut()
         .zip(verdicts.iter_mut())
         .zip(scratch.iter())
     {
+        // A delivered SYN's MSS is clamped to the MTU of the way back to its sender.
+        let mut clamp_to = None;
         *v = match *a {
             Verdict::Open(o) if o.kind == PacketType::Probe => IngressVerdict::Probe,
             Verdict::Open(o) => {
                 let range = o.payload_range();
-                match InnerPacket::parse(&p.as_mut()[range.clone()]) {
+                let bytes = &p.as_mut()[range.clone()];
+                match InnerPacket::parse(bytes) {
                     Err(_) => IngressVerdict::Drop(CounterId::MalformedPacket),
                     Ok(inner) if !s.source_allowed(inner.source()) => {
                         s.spoofed += 1;
@@ -151,10 +183,17 @@ fn open_run<B: AsMut<[u8]>>(
                     {
                         IngressVerdict::Drop(CounterId::ExitDenied)
                     }
-                    Ok(inner) => IngressVerdict::Deliver {
-                        offset: range.start,
-                        len: inner.total_len(),
-                    },
+                    Ok(inner) => {
+                        if is_tcp_syn(&inner, bytes) {
+                            clamp_to = routes
+                                .lookup(inner.source())
+                                .map(|r| route_limit(egress, r, limits));
+                        }
+                        IngressVerdict::Deliver {
+                            offset: range.start,
+                            len: inner.total_len(),
+                        }
+                    }
                 }
             }
             Verdict::Drop(reason) => IngressVerdict::Drop(match reason {
@@ -167,6 +206,10 @@ fn open_run<B: AsMut<[u8]>>(
             }),
             Verdict::Pending => IngressVerdict::Drop(CounterId::MalformedPacket),
         };
+        if let (Some(max), IngressVerdict::Deliver { offset, len }) = (clamp_to, *v) {
+            let mtu = max.saturating_sub(conflux_shared::wire::data::OVERHEAD);
+            clamp_syn(counters, &mut p.as_mut()[offset..offset + len], mtu);
+        }
         match v {
             IngressVerdict::Drop(c) => counters.bump(*c),
             IngressVerdict::Deliver { len, .. } => {

@@ -77,6 +77,10 @@ impl HopTransport for Mixed {
         }
     }
 
+    fn max_packet(&self, tether: TetherId) -> usize {
+        self.webrtc.max_packet(tether)
+    }
+
     fn framed_range(&self, tether: TetherId, len: usize) -> Range<usize> {
         if self.webrtc.index(tether).is_some() {
             self.webrtc.framed_range(tether, len)

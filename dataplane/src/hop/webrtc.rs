@@ -407,6 +407,18 @@ impl HopTransport for WebRtc {
         datagram_len(len)
     }
 
+    #[inline]
+    fn max_packet(&self, tether: TetherId) -> usize {
+        // A tether not up yet refuses everything itself; no size is known to report.
+        match self
+            .index(tether)
+            .map(|i| self.slots[i].tether.max_message())
+        {
+            Some(m) if m > 0 => m,
+            _ => usize::MAX,
+        }
+    }
+
     fn framed_range(&self, _tether: TetherId, len: usize) -> Range<usize> {
         0..datagram_len(len)
     }
@@ -535,6 +547,7 @@ impl HopTransport for WebRtc {
                 .rtt
                 .map_or(0, |d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
             let loss_ppm = (t.loss * f64::from(PPM)).clamp(0.0, f64::from(PPM)) as u32;
+            let plpmtu = u16::try_from(t.plpmtu).unwrap_or(u16::MAX);
             out(TelemetryBody::new(
                 s.id,
                 worker,
@@ -543,7 +556,8 @@ impl HopTransport for WebRtc {
                 bytes,
                 packets,
                 t.in_flight_packets,
-            ));
+            )
+            .with_plpmtu(plpmtu));
         }
     }
 }

@@ -12,7 +12,7 @@ use super::tun_io::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 use super::{CONTROL_LEN, NAME_LEN, Worker};
 use crate::buffer::Pkt;
 use crate::hop::HopTransport;
-use crate::ingress::{IngressVerdict, ingress};
+use crate::ingress::{IngressVerdict, ingress_within};
 use crate::udp::from_sockaddr;
 
 /// `io_uring_recvmsg_out`: name, control and payload lengths, and flags.
@@ -160,7 +160,8 @@ impl<T: HopTransport> Worker<T> {
         if n == 0 {
             return;
         }
-        ingress(
+        let transport = &self.transport;
+        ingress_within(
             &mut self.tables,
             &mut self.counters,
             &mut self.limiter,
@@ -168,6 +169,7 @@ impl<T: HopTransport> Worker<T> {
             &mut self.ingress_pkts,
             &mut self.ingress_verdicts[..n],
             &mut self.aead[..n],
+            &|t| transport.max_packet(t),
         );
         self.coalescer.clear();
         for i in 0..n {

@@ -1,16 +1,19 @@
 //! The egress side of the loop: TUN reads in, sealed datagrams out.
 
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use conflux_shared::wire::data::{HEADER_LEN, OVERHEAD};
+use conflux_shared::wire::data::{HEADER_LEN, OVERHEAD, TAG_LEN};
 use conflux_shared::wire::record::CounterId;
 use io_uring::cqueue;
 
 use super::ops::Owner;
 use super::{BATCH, HEADROOM, SlabRun, Worker};
 use crate::buffer::Pkt;
-use crate::egress::{EgressVerdict, egress};
+use crate::egress::{EgressVerdict, egress_within};
 use crate::hop::HopTransport;
+use crate::vnet::icmp::{self, MAX_IPV6_ERROR, RateLimit};
 use crate::vnet::segment::{SegmentLayout, finish_checksum, max_segment_len, segment};
 use crate::vnet::{GsoType, VNET_HDR_LEN, VnetHeader};
 
@@ -18,6 +21,15 @@ use crate::vnet::{GsoType, VNET_HDR_LEN, VnetHeader};
 pub(super) const MAX_GSO_BYTES: usize = 65_000;
 /// Datagrams one GSO send carries at most (the kernel's `UDP_MAX_SEGMENTS`).
 pub(super) const MAX_GSO_SEGMENTS: usize = 64;
+/// ICMP "too big" errors one worker writes per second at most, and in one burst.
+const ICMP_PER_SECOND: u32 = 100;
+const ICMP_BURST: u32 = 20;
+
+thread_local! {
+    /// The worker thread's ICMP budget: a worker is one thread, so this is per worker, and
+    /// only the cold too-big path touches it.
+    static ICMP_LIMIT: Cell<RateLimit> = const { Cell::new(RateLimit::new(ICMP_PER_SECOND, ICMP_BURST)) };
+}
 
 impl<T: HopTransport> Worker<T> {
     /// One multishot TUN read completion: a packet or a GSO super-packet.
@@ -131,12 +143,14 @@ impl<T: HopTransport> Worker<T> {
         if n == 0 {
             return;
         }
-        egress(
+        let transport = &self.transport;
+        egress_within(
             &mut self.tables,
             &mut self.counters,
             now,
             &mut self.egress_pkts,
             &mut self.egress_verdicts[..n],
+            &|t| transport.max_packet(t),
         );
         let runs = std::mem::take(&mut self.slab_runs);
         for run in &runs {
@@ -156,12 +170,48 @@ impl<T: HopTransport> Worker<T> {
                         .miss(&mut self.rings, &mut self.counters, now, dst);
                     self.release(owner);
                 }
+                EgressVerdict::TooBig { mtu } => {
+                    self.too_big(now, pkt, mtu);
+                    self.release(owner);
+                }
                 EgressVerdict::Drop(_) => self.release(owner),
                 // Already sent as part of a GSO run.
                 EgressVerdict::Pending => {}
             }
         }
         self.egress_pkts.clear();
+    }
+
+    /// Tells the sender of an inner packet too big for its route's tether, by an ICMP
+    /// error written to the TUN (rate limited; a rare path, so one plain `write`).
+    fn too_big(&mut self, now: Instant, mut pkt: Pkt, mtu: u16) {
+        let allowed = ICMP_LIMIT.with(|l| {
+            let mut r = l.get();
+            let ok = r.allow(now);
+            l.set(r);
+            ok
+        });
+        if !allowed {
+            return;
+        }
+        let buf = pkt.as_mut();
+        let Some(inner) = buf.get(HEADER_LEN..buf.len().saturating_sub(TAG_LEN)) else {
+            return;
+        };
+        // A zero virtio-net header: one packet, checksums complete.
+        let mut out = [0u8; VNET_HDR_LEN + MAX_IPV6_ERROR];
+        let Ok(n) = icmp::too_big(inner, usize::from(mtu), &mut out[VNET_HDR_LEN..]) else {
+            return;
+        };
+        let len = VNET_HDR_LEN + n;
+        // SAFETY: `out[..len]` is initialised and outlives the call; the fd is the worker's
+        // TUN queue.
+        let w = unsafe { libc::write(self.tun.as_raw_fd(), out.as_ptr().cast(), len) };
+        if w == len as isize {
+            self.counters.bump(CounterId::IcmpTooBigSent);
+        } else {
+            self.counters.bump(CounterId::TunWriteFailed);
+        }
     }
 
     fn send_one(&mut self, now: Instant, mut pkt: Pkt, tether: u32, flow: u32, owner: Owner) {
