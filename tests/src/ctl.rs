@@ -138,6 +138,8 @@ pub struct Tether {
     pub users: u32,
     /// WebRTC associations (one per worker of the end with more).
     pub associations: u32,
+    /// Path MTU last reported (UDP payload bytes; 0: none yet).
+    pub plpmtu: u32,
 }
 
 /// One data plane worker's packets in `conflux-ctl routes|tethers --json`.

@@ -243,6 +243,7 @@ pub fn tethers(o: &OverlayReply) -> String {
         "associations",
         "users",
         "rtt",
+        "path MTU",
         "sent",
     ]);
     for x in &o.tethers {
@@ -259,6 +260,11 @@ pub fn tethers(o: &OverlayReply) -> String {
             x.associations.to_string(),
             x.users.to_string(),
             format!("{:.2} ms", f64::from(x.rtt_us) / 1000.0),
+            if x.plpmtu == 0 {
+                "-".to_owned()
+            } else {
+                format!("{} B", x.plpmtu)
+            },
             format!("{} B", x.tx_bytes),
         ]);
     }
@@ -310,7 +316,28 @@ fn both_addresses(v4: &str, v6: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::proto::{Peer, Stream};
+    use crate::ctl::proto::{OverlayTether, Peer, Stream};
+
+    #[test]
+    fn tethers_show_the_path_mtu_once_reported() {
+        let tether = |id, plpmtu| OverlayTether {
+            peer: "ab".repeat(16),
+            id,
+            state: "up".into(),
+            plpmtu,
+            ..OverlayTether::default()
+        };
+        let o = OverlayReply {
+            dataplane: true,
+            tethers: vec![tether(1, 1249), tether(2, 0)],
+            ..OverlayReply::default()
+        };
+        let text = tethers(&o);
+        assert!(text.contains("path MTU"), "{text}");
+        assert!(text.contains("1249 B"), "{text}");
+        let unknown = text.lines().find(|l| l.contains(" 2 ")).unwrap_or_default();
+        assert!(unknown.contains(" - "), "no report yet: {text}");
+    }
 
     #[test]
     fn tables_show_what_an_operator_looks_for() {

@@ -317,6 +317,8 @@ pub struct TetherView {
     pub tx_bytes: u64,
     /// Its WebRTC associations (one per worker of the end with more).
     pub associations: usize,
+    /// Path MTU last reported (UDP payload bytes; 0: none yet).
+    pub plpmtu: u16,
 }
 
 /// A route as status shows it.
@@ -830,6 +832,9 @@ impl Overlay {
         if rtt_us > 0 {
             t.rtt_us = rtt_us;
         }
+        if body.plpmtu.get() > 0 {
+            t.plpmtu = body.plpmtu.get();
+        }
         if bytes > 0 {
             t.tx_bytes += bytes;
             t.active = now;
@@ -916,6 +921,7 @@ impl Overlay {
                 rtt_us: t.rtt_us,
                 tx_bytes: t.tx_bytes,
                 associations: t.assocs.len(),
+                plpmtu: t.plpmtu,
             })
             .collect()
     }

@@ -82,6 +82,8 @@ pub(super) struct Tether {
     pub(super) pwd: String,
     pub(super) rtt_us: u32,
     pub(super) tx_bytes: u64,
+    /// Path MTU its association last reported (UDP payload bytes; 0: none yet).
+    pub(super) plpmtu: u16,
     /// The peer's worker count (its `ports`, at least 1), once it answered or offered.
     pub(super) remote_workers: usize,
     /// The peer's reflexive candidates known so far ("<worker> ip:port").
@@ -179,6 +181,7 @@ impl Overlay {
             pwd: random_token(24),
             assocs: Vec::new(),
             rtt_us: 0,
+            plpmtu: 0,
             tx_bytes: 0,
             remote_workers: 1,
             remote_reflexive: Vec::new(),

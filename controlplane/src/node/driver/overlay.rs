@@ -517,6 +517,7 @@ impl Driver {
                     rtt_us: t.rtt_us,
                     tx_bytes: t.tx_bytes,
                     associations: t.associations as u32,
+                    plpmtu: u32::from(t.plpmtu),
                 })
                 .collect(),
             workers: {
