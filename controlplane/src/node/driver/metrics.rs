@@ -153,6 +153,19 @@ impl Driver {
         }
         family(
             &mut o,
+            "tether_path_mtu_bytes",
+            "gauge",
+            "Path MTU a tether discovered: the largest UDP payload it sends (0: not yet known)",
+        );
+        for t in &tethers {
+            let _ = writeln!(
+                o,
+                "conflux_tether_path_mtu_bytes{{peer=\"{}\",tether=\"{}\"}} {}",
+                t.peer, t.id, t.plpmtu
+            );
+        }
+        family(
+            &mut o,
             "tether_sent_bytes_total",
             "counter",
             "Bytes sent over a tether",
