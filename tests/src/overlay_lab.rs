@@ -208,7 +208,14 @@ impl Lab {
             let a = format!("172.16.{idx}.2");
             addr_up(&ns, &format!("{a}/24"), &inside);
             must(&[
-                "ip", "-n", &ns, "route", "add", "default", "via", &format!("172.16.{idx}.1"),
+                "ip",
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("172.16.{idx}.1"),
             ]);
             a
         } else {
@@ -281,7 +288,15 @@ impl Lab {
             let a = format!("fd00:cf:{}::{idx}", self.net);
             // No duplicate address detection: a tentative address is no candidate yet.
             must(&[
-                "ip", "-n", ns, "addr", "add", &format!("{a}/64"), "dev", inside, "nodad",
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{a}/64"),
+                "dev",
+                inside,
+                "nodad",
             ]);
             must(&["ip", "-n", ns, "link", "set", inside, "up"]);
             a
@@ -314,7 +329,13 @@ impl Lab {
         let public = format!("10.{}.0.{}", self.net, u16::from(idx) + 100);
         addr_up(&ns, &format!("{public}/24"), "wan0");
         must(&[
-            "ip", "netns", "exec", &ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
         ]);
         // Endpoint-independent: masquerade keeps a socket's port for every destination.
         // Symmetric: a fresh random port for each destination.
@@ -334,7 +355,15 @@ impl Lab {
         );
         let path = self.logs.join(format!("nat-{name}.nft"));
         std::fs::write(&path, rules).unwrap();
-        must(&["ip", "netns", "exec", &ns, "nft", "-f", path.to_str().unwrap()]);
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "-f",
+            path.to_str().unwrap(),
+        ]);
         self.lans.push(ns.clone());
         ns
     }
@@ -361,9 +390,27 @@ impl Lab {
             .and_then(|x| x.parse().ok())
             .expect("an IPv4 bridged node");
         let new = format!("10.{}.0.{}", self.net, last + 120);
-        must(&["ip", "-n", &n.ns, "addr", "add", &format!("{new}/24"), "dev", "eth0"]);
+        // The old address goes first: deleting a primary address also deletes the
+        // secondaries of its subnet.
         must(&[
-            "ip", "-n", &n.ns, "addr", "del", &format!("{}/24", n.underlay), "dev", "eth0",
+            "ip",
+            "-n",
+            &n.ns,
+            "addr",
+            "del",
+            &format!("{}/24", n.underlay),
+            "dev",
+            "eth0",
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &n.ns,
+            "addr",
+            "add",
+            &format!("{new}/24"),
+            "dev",
+            "eth0",
         ]);
         n.underlay = new.clone();
         new

@@ -188,6 +188,10 @@ fn a_node_that_moves_keeps_its_transfer_after_a_short_gap() {
             .map(|b| (b / 1e6).round())
             .collect::<Vec<_>>()
     );
+    if !i.ok || p.longest_gap >= Duration::from_secs(5) {
+        lab.dump("a", 80);
+        lab.dump("b", 40);
+    }
     assert!(i.ok, "the TCP transfer survived the move");
     assert!(
         p.longest_gap < Duration::from_secs(5),
