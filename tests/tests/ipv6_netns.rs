@@ -128,12 +128,12 @@ fn iperf3_to(lab: &Lab, client: &str, server: &str, addr: &str, secs: u32) -> f6
     );
     let _ = srv.kill();
     let _ = srv.wait();
-    assert!(
-        out.status.success(),
-        "iperf3 {client} → {addr} failed: {}",
-        stdout(&out).chars().take(400).collect::<String>()
-    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if !out.status.success() {
+        lab.dump(client, 30);
+        lab.dump(server, 30);
+        panic!("iperf3 {client} → {addr} failed: {}", v["error"]);
+    }
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0)
@@ -171,10 +171,15 @@ fn ipv6_only_underlay_carries_ipv6_and_ipv4_overlay_traffic() {
 
     // Guardian gave each node an address in the realm's IPv6 subnet, and the node put it on
     // its TUN beside the IPv4 one.
-    let prefix6 = REALM_SUBNET6.trim_end_matches("/64");
+    let net6: std::net::Ipv6Addr = REALM_SUBNET6.trim_end_matches("/64").parse().unwrap();
     let (a6, b6) = (address6(&lab, "a"), address6(&lab, "b"));
     for (n, a) in [("a", &a6), ("b", &b6)] {
-        assert!(a.starts_with(prefix6), "{n}'s IPv6 overlay address {a:?}");
+        let ip: std::net::Ipv6Addr = a.parse().expect("an IPv6 overlay address");
+        assert_eq!(
+            ip.segments()[..4],
+            net6.segments()[..4],
+            "{n}'s IPv6 overlay address {a} in {REALM_SUBNET6}"
+        );
         let tun = stdout(&lab.exec(n, &["ip", "-6", "-o", "addr", "show", "dev", "cfx0"]));
         assert!(tun.contains(&format!("{a}/64")), "{n}'s TUN: {tun}");
     }
@@ -232,4 +237,130 @@ fn ipv6_only_underlay_carries_ipv6_and_ipv4_overlay_traffic() {
         let s = lab.get(n).ctl.status().expect("status");
         assert_eq!(s.nats_state, "connected", "{n} kept NATS");
     }
+}
+
+/// A namespace made by the test itself, removed when it drops (also on a panic).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = conflux_tests::overlay_lab::sh(&["ip", "netns", "del", &self.0]);
+    }
+}
+
+#[test]
+fn ipv6_overlay_and_an_ipv6_lan_over_an_ipv4_underlay() {
+    use conflux_tests::overlay_lab::must;
+
+    let mut lab = Lab::new();
+    // A dual-stack realm in the IPv4 lab: the data planes' wildcard sockets are dual-stack,
+    // so this also runs every tether datagram through the IPv4-mapped send path.
+    lab.cluster
+        .create_realm6("dual", "100.81.0.0/16", "fd7a:cf:1::/64");
+    lab.node_granted(
+        "gw",
+        "dual",
+        &["dev"],
+        "advertise_routes = [\"fd00:77::/64\"]",
+        serde_json::json!({ "routed_prefixes": ["fd00:77::/64"] }),
+    );
+    lab.node("a", "dual", &["dev"], "");
+
+    // The LAN behind gw: host fd00:77::5, gw's side fd00:77::1.
+    let lan = Netns(format!("{}lan6", lab.get("gw").ns));
+    must(&["ip", "netns", "add", &lan.0]);
+    must(&["ip", "-n", &lan.0, "link", "set", "lo", "up"]);
+    let gw_ns = lab.get("gw").ns.clone();
+    must(&[
+        "ip", "-n", &gw_ns, "link", "add", "lan6", "type", "veth", "peer", "name", "eth0", "netns",
+        &lan.0,
+    ]);
+    must(&[
+        "ip",
+        "-n",
+        &gw_ns,
+        "addr",
+        "add",
+        "fd00:77::1/64",
+        "dev",
+        "lan6",
+        "nodad",
+    ]);
+    must(&["ip", "-n", &gw_ns, "link", "set", "lan6", "up"]);
+    must(&[
+        "ip",
+        "-n",
+        &lan.0,
+        "addr",
+        "add",
+        "fd00:77::5/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    must(&["ip", "-n", &lan.0, "link", "set", "eth0", "up"]);
+    must(&[
+        "ip",
+        "-n",
+        &lan.0,
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "fd00:77::1",
+    ]);
+
+    let a6 = address6(&lab, "a");
+    let gw6 = address6(&lab, "gw");
+    for a in [&a6, &gw6] {
+        let ip: std::net::Ipv6Addr = a.parse().expect("an IPv6 overlay address");
+        assert_eq!(
+            ip.segments()[..4],
+            [0xfd7a, 0xcf, 1, 0],
+            "{a} in fd7a:cf:1::/64"
+        );
+    }
+    let status = ctl_json(&lab, "a", &["status"]);
+    assert_eq!(status["overlay_address"], lab.address("a").as_str());
+    let table = lab.get("a").ctl.table(&["status"]).expect("status table");
+    assert!(
+        table.contains(&a6),
+        "conflux-ctl status shows the IPv6 address: {table}"
+    );
+
+    // IPv6 and IPv4 overlay traffic over the IPv4 underlay.
+    let first = reach_addr(&lab, "a", &gw6, LIMIT);
+    eprintln!("time to first IPv6 overlay reply a → gw over IPv4: {first:?}");
+    reach_addr(&lab, "a", &lab.address("gw"), LIMIT);
+    let six = iperf3_to(&lab, "a", "gw", &gw6, 3);
+    eprintln!(
+        "iperf3 -6 a → gw over the IPv4 underlay: {:.1} Mbit/s",
+        six / 1e6
+    );
+    assert!(six > 0.0);
+
+    // The IPv6 LAN behind gw, both ways.
+    wait::until_true("a to accept gw's IPv6 LAN", LIMIT, || {
+        lab.get("a").ctl.status().is_some_and(|s| {
+            s.accepted_routes
+                .iter()
+                .any(|r| r.starts_with("fd00:77::/64"))
+        })
+    });
+    let t = reach_addr(&lab, "a", "fd00:77::5", LIMIT);
+    eprintln!("a reached fd00:77::5 behind gw in {t:?}");
+    let from_lan = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &lan.0, "ping", "-n", "-c", "3", "-W", "1", &a6,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        from_lan.status.success(),
+        "the IPv6 LAN host does not reach a: {}",
+        stdout(&from_lan)
+    );
+    let fwd = stdout(&lab.exec("gw", &["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]));
+    assert_eq!(fwd.trim(), "1", "the gateway forwards IPv6");
 }

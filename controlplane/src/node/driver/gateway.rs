@@ -1,5 +1,6 @@
-//! What gateways change in the host: IPv4 forwarding on the gateway, and kernel routes for
-//! accepted LAN prefixes on the other nodes' TUN devices. Both are undone at an orderly stop.
+//! What gateways change in the host: IPv4 (and, for IPv6 LANs, IPv6) forwarding on the
+//! gateway, and kernel routes for accepted LAN prefixes on the other nodes' TUN devices.
+//! Both are undone at an orderly stop.
 
 use std::collections::BTreeSet;
 
@@ -8,35 +9,69 @@ use tracing::{info, warn};
 use crate::node::gateway::{Prefix, text};
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
-/// IPv4 forwarding switched on while the node is a gateway; the old value comes back on drop.
+/// Forwarding switched on while the node is a gateway (or portal); the old values come back
+/// on drop.
 #[derive(Debug)]
 pub(super) struct Forwarding {
-    previous: Option<String>,
+    /// Each switch turned on, with the value it had.
+    previous: Vec<(&'static str, String)>,
 }
 
 impl Forwarding {
-    /// Switches forwarding on (logs, and carries on, when the host refuses).
+    /// Switches IPv4 forwarding on (logs, and carries on, when the host refuses).
     pub(super) fn enable() -> Self {
-        let previous = std::fs::read_to_string(IP_FORWARD).ok();
-        if previous.as_deref().map(str::trim) != Some("1") {
-            match std::fs::write(IP_FORWARD, "1") {
-                Ok(()) => info!("IPv4 forwarding on (gateway)"),
-                Err(e) => {
-                    warn!("cannot switch IPv4 forwarding on ({e}): the LAN stays unreachable")
-                }
+        let mut f = Self {
+            previous: Vec::new(),
+        };
+        f.switch_on(IP_FORWARD, "IPv4");
+        f
+    }
+
+    /// Switches forwarding on for the families of `prefixes` (CIDR; unparsable ones are
+    /// skipped here, the advertisement warns about them).
+    pub(super) fn for_prefixes(prefixes: &[String]) -> Self {
+        let parsed: Vec<Prefix> = prefixes
+            .iter()
+            .filter_map(|p| crate::node::gateway::parse_prefix(p).ok())
+            .collect();
+        let mut f = Self {
+            previous: Vec::new(),
+        };
+        if parsed.iter().any(|p| p.0.is_ipv4()) {
+            f.switch_on(IP_FORWARD, "IPv4");
+        }
+        if parsed.iter().any(|p| p.0.is_ipv6()) {
+            f.switch_on(IPV6_FORWARD, "IPv6");
+        }
+        f
+    }
+
+    fn switch_on(&mut self, path: &'static str, family: &str) {
+        let Some(previous) = std::fs::read_to_string(path).ok() else {
+            warn!("cannot read {path}: {family} LANs may stay unreachable");
+            return;
+        };
+        if previous.trim() == "1" {
+            return;
+        }
+        match std::fs::write(path, "1") {
+            Ok(()) => {
+                info!("{family} forwarding on (gateway)");
+                self.previous.push((path, previous));
+            }
+            Err(e) => {
+                warn!("cannot switch {family} forwarding on ({e}): the LAN stays unreachable")
             }
         }
-        Self { previous }
     }
 }
 
 impl Drop for Forwarding {
     fn drop(&mut self) {
-        if let Some(p) = self.previous.as_deref().map(str::trim)
-            && p != "1"
-        {
-            let _ = std::fs::write(IP_FORWARD, p);
+        for (path, p) in &self.previous {
+            let _ = std::fs::write(path, p.trim());
         }
     }
 }

@@ -437,7 +437,7 @@ fn advertise_routes(node: &mut Node, cfg: &Config, dataplane: bool) -> Option<ga
     }
     info!(routes = ?routes, "advertising LAN prefixes");
     node.set_routes(routes.clone());
-    Some(gateway::Forwarding::enable())
+    Some(gateway::Forwarding::for_prefixes(routes))
 }
 
 impl Driver {
