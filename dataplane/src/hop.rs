@@ -34,6 +34,8 @@ pub mod webrtc;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod nat_tests;
 
 use std::net::SocketAddr;
 use std::ops::Range;
