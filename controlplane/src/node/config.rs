@@ -16,6 +16,7 @@
 //! tun = "cfx0"
 //! listen = "0.0.0.0:51820"                 # UDP for tethers
 //! advertise = ["203.0.113.7:51820"]        # default: every non-loopback IPv4 address
+//!                                          # and global/ULA IPv6 address
 //! workers = 2                              # default: one per core
 //! relay = false                            # relay other nodes' routes
 //! routing = "q-routing"                    # or "latency-only"
@@ -147,7 +148,8 @@ pub struct Settings {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Addresses peers reach this node's data plane at ("ip:port"; default: every
-    /// non-loopback IPv4 address with the listen port).
+    /// non-loopback IPv4 address and every global or unique-local IPv6 address, with the
+    /// listen port; a wildcard listen address serves both families).
     #[arg(long, value_delimiter = ',')]
     pub advertise: Option<Vec<SocketAddr>>,
     /// Data plane workers (default: one per core).
@@ -739,6 +741,28 @@ mod tests {
             Config::from_settings(tight),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn ipv6_literals_in_urls_and_addresses() {
+        let text = r#"
+            guardian_url = "http://[fd00::1]:8080/"
+            registration_token = "tok"
+            nats_urls = ["nats://[fd00::1]:4222"]
+            data_dir = "/var/lib/conflux"
+            listen = "[::]:51820"
+            advertise = ["[fd00::10]:51820", "10.0.0.10:51820"]
+        "#;
+        let c = Config::from_settings(Settings::from_toml(text).unwrap()).unwrap();
+        assert_eq!(c.guardian_url, "http://[fd00::1]:8080");
+        assert_eq!(c.nats_urls, ["nats://[fd00::1]:4222"]);
+        assert_eq!(
+            c.dataplane.listen,
+            "[::]:51820".parse::<SocketAddr>().unwrap()
+        );
+        assert!(c.dataplane.advertise[0].is_ipv6() && c.dataplane.advertise[1].is_ipv4());
+        // A bracketless IPv6 address with a port is not a socket address.
+        assert!(Settings::from_toml("advertise = [\"fd00::10:51820\"]").is_err());
     }
 
     #[test]
