@@ -249,7 +249,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     )?;
     let mut node = node;
     let exits = exits(&node, &cfg, &reg.overlay_address);
-    let address6 = overlay::tun_address6(node.certificate().overlay_address6, reg.subnet6.as_deref());
+    let address6 =
+        overlay::tun_address6(node.certificate().overlay_address6, reg.subnet6.as_deref());
     let overlay = overlay::start(
         &cfg.dataplane,
         reg.node_id,
