@@ -13,7 +13,7 @@ use std::time::Instant;
 use conflux_shared::id::NodeId;
 use conflux_shared::proto::{TetherCandidates, TetherTrickle};
 
-use super::core::{Command, Directory, Overlay};
+use super::core::{Command, Overlay};
 use super::signal::Payload;
 use super::tether::{MAX_ASSOCIATIONS, Phase};
 
@@ -133,16 +133,20 @@ impl Overlay {
         }
     }
 
-    /// This node's host addresses changed (it moved to another network): every tether is
-    /// offered anew with the new candidates (an ICE restart), and what used a tether waits
-    /// for its replacement; streams are end to end and stay as they are.
-    pub fn set_host_candidates(
-        &mut self,
-        now: Instant,
-        candidates: Vec<String>,
-        dir: &impl Directory,
-    ) {
+    /// This node's host addresses changed. When one it offered is gone (it moved to another
+    /// network), every tether is offered anew with the new candidates (an ICE restart), and
+    /// what used a tether waits for its replacement; streams are end to end and stay as
+    /// they are. Addresses that only appeared change nothing that works.
+    pub fn set_host_candidates(&mut self, now: Instant, candidates: Vec<String>) {
         if candidates == self.cfg.candidates {
+            return;
+        }
+        let lost = self.cfg.candidates.iter().any(|c| !candidates.contains(c));
+        if !lost {
+            // Only new addresses (another interface came up): the tethers keep the paths
+            // they have; later offers carry the new ones.
+            tracing::info!(?candidates, "host candidates added");
+            self.cfg.candidates = candidates;
             return;
         }
         tracing::info!(?candidates, "host candidates changed: restarting tethers");
@@ -157,7 +161,6 @@ impl Overlay {
             self.ensure_tether(now, p);
         }
         self.status.ice_restarts += 1;
-        let _ = dir;
     }
 }
 

@@ -737,3 +737,105 @@ fn a_rift_never_exits_through_an_excluded_region_and_moves_when_its_portal_goes(
     ov.choose_exit(now, &dir);
     assert_eq!(ov.exit(), None, "only an excluded portal is left");
 }
+
+#[test]
+fn reflexive_candidates_reach_each_worker_trickle_later_and_a_move_offers_anew() {
+    let w = World::new();
+    let (a, c) = (id(1), id(3));
+    let t0 = w.now;
+    let mut nodes = w.nodes;
+    let (_, da) = nodes.remove(&a).unwrap();
+    let (_, dc) = nodes.remove(&c).unwrap();
+    let mut two = cfg(false);
+    two.candidates = vec!["192.168.1.2:7000".into()];
+    two.ports = vec![7000, 7001];
+    let mut one = cfg(false);
+    one.candidates = vec!["10.0.0.3:9000".into()];
+    one.ports = vec![9000];
+    let mut oa = Overlay::new(two, a, t0);
+    let mut oc = Overlay::new(one, c, t0);
+    oa.set_unix_time(1_000_000);
+    oc.set_unix_time(1_000_000);
+
+    // a is behind a NAT that maps each worker's socket to its own public port.
+    oa.set_reflexive(vec![
+        "1 203.0.113.1:40001".into(),
+        "0 203.0.113.1:40000".into(),
+        "bogus".into(),
+    ]);
+    oa.handle_miss(t0, "100.64.0.3".parse().unwrap(), &da);
+    let (req, offer) = offer_of(&drain(&mut oa));
+    match &offer {
+        super::signal::Payload::Offer(o) => assert_eq!(
+            o.reflexive,
+            vec!["0 203.0.113.1:40000", "1 203.0.113.1:40001"]
+        ),
+        other => panic!("{other:?}"),
+    }
+    let answer = oc.handle_signal(t0, a, offer, 1, &dc).unwrap();
+    let on_c = opens_on(&drain(&mut oc));
+    assert_eq!(
+        on_c.iter()
+            .map(|(_, o)| o.candidates.clone())
+            .collect::<Vec<_>>(),
+        vec![
+            vec!["192.168.1.2:7000".to_string(), "203.0.113.1:40000".into()],
+            vec!["192.168.1.2:7001".to_string(), "203.0.113.1:40001".into()],
+        ],
+        "each association gets its own worker's host and NAT mapping"
+    );
+    oa.handle_reply(t0, req, Some(answer), &da);
+    let on_a = opens_on(&drain(&mut oa));
+
+    // c learns its own mapping after answering: a hears it at once, on both associations.
+    oc.set_reflexive(vec!["0 198.51.100.9:9000".into()]);
+    let trickle = drain(&mut oc)
+        .into_iter()
+        .find_map(|x| match x {
+            Action::Notify { to, payload } if to == a => Some(payload),
+            _ => None,
+        })
+        .expect("a trickle to a");
+    assert!(oa.handle_signal(t0, c, trickle, 2, &da).is_none());
+    let added: Vec<(u16, TetherId, Vec<String>)> = drain(&mut oa)
+        .into_iter()
+        .filter_map(|x| match x {
+            Action::Command(Command::TetherCandidates { worker, candidates }) => {
+                Some((worker, candidates.tether, candidates.candidates))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        added,
+        vec![
+            (0, on_a[0].1.tether, vec!["198.51.100.9:9000".to_string()]),
+            (1, on_a[1].1.tether, vec!["198.51.100.9:9000".to_string()]),
+        ]
+    );
+
+    // a gains an address: nothing that works is touched.
+    for (_, o) in &on_a {
+        oa.handle_tether_state(t0, o.tether, TetherState::Up, &da);
+    }
+    drain(&mut oa);
+    oa.set_host_candidates(t0, vec!["192.168.1.2:7000".into(), "10.9.9.9:7000".into()]);
+    assert!(drain(&mut oa).is_empty());
+    // a moves: its old address is gone, so the tether is offered anew from the new one.
+    let t1 = t0 + Duration::from_secs(30);
+    oa.set_host_candidates(t1, vec!["10.9.9.9:7000".into()]);
+    let acts = drain(&mut oa);
+    let removed = acts
+        .iter()
+        .filter(|x| matches!(x, Action::Command(Command::RemoveTether { .. })))
+        .count();
+    assert_eq!(removed, 2, "both associations of the old tether go");
+    match offer_of(&acts).1 {
+        super::signal::Payload::Offer(o) => {
+            assert_eq!(o.candidates, vec!["10.9.9.9:7000"]);
+            assert!(o.reflexive.is_empty(), "old mappings are not offered");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(oa.status().ice_restarts, 1);
+}

@@ -177,7 +177,7 @@ impl Driver {
                     info!(?hosts, "this node's underlay addresses changed");
                     u.learned.clear();
                     u.next_gather = now;
-                    o.ov.set_host_candidates(now, hosts, &self.node);
+                    o.ov.set_host_candidates(now, hosts);
                     moved = true;
                 }
             }
