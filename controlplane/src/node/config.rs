@@ -23,7 +23,8 @@
 //! exclude_regions = ["us-east"]            # never relay through these regions
 //! prefer_regions = ["eu-west"]             # favour relays here
 //! advertise_routes = ["192.168.10.0/24"]   # gateway: LANs Guardian authorized
-//! stun_service = true                      # answer STUN (default: relays and portals)
+//! stun_service = true                      # answer STUN (default: relays, portals and
+//!                                          # nodes with a public address)
 //! stun_servers = ["203.0.113.9:3478"]      # beside those peers announce
 //! idle_timeout_ms = 300000
 //! rekey_interval_ms = 120000
@@ -348,8 +349,9 @@ pub struct DataPlane {
     pub geo: crate::route::GeoPolicy,
     /// LAN prefixes advertised (gateway), CIDR, checked.
     pub advertise_routes: Vec<String>,
-    /// Answer STUN binding requests (nodes with public addresses).
-    pub stun_service: bool,
+    /// Answer STUN binding requests: `None` decides by the node's addresses (on when one
+    /// is public).
+    pub stun_service: Option<bool>,
     /// STUN servers asked beside the ones peers announce.
     pub stun_servers: Vec<SocketAddr>,
 }
@@ -462,9 +464,9 @@ impl DataPlane {
                         .map_err(|e| ConfigError::Invalid(format!("advertise_routes: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
-            stun_service: s
-                .stun_service
-                .unwrap_or(s.relay.unwrap_or(false) || s.portal.unwrap_or(false)),
+            stun_service: s.stun_service.or(
+                (s.relay.unwrap_or(false) || s.portal.unwrap_or(false)).then_some(true),
+            ),
             stun_servers: s.stun_servers.clone().unwrap_or_default(),
         })
     }

@@ -8,7 +8,7 @@
 //! only a relay will carry traffic between two such nodes, which the router then picks.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use conflux_shared::proto::StunControl;
@@ -52,10 +52,33 @@ impl NatKind {
     }
 }
 
+/// Whether an address is reachable from the internet as it is (no private, shared,
+/// loopback, link-local or unique-local range).
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            let shared = o[0] == 100 && (64..128).contains(&o[1]);
+            !(v.is_private()
+                || v.is_loopback()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_broadcast()
+                || shared)
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments()[0];
+            !(v.is_loopback() || v.is_unspecified() || s & 0xfe00 == 0xfc00 || s & 0xffc0 == 0xfe80)
+        }
+    }
+}
+
 /// What the driver keeps about the underlay.
 #[derive(Debug)]
 pub(super) struct Underlay {
-    /// This node answers STUN.
+    /// This node answers STUN: configured, or `None` to decide by its addresses.
+    service_cfg: Option<bool>,
+    /// Whether it answers now.
     service: bool,
     /// Configured STUN servers (beside the announced ones).
     servers: Vec<SocketAddr>,
@@ -77,7 +100,7 @@ pub(super) struct Underlay {
 impl Underlay {
     /// Starts watching; the first STUN round goes out at once.
     pub(super) fn new(
-        service: bool,
+        service: Option<bool>,
         servers: Vec<SocketAddr>,
         port: u16,
         tun: &str,
@@ -85,7 +108,8 @@ impl Underlay {
     ) -> Self {
         let now = Instant::now();
         Self {
-            service,
+            service_cfg: service,
+            service: service.unwrap_or(false),
             servers,
             port,
             tun: tun.to_owned(),
@@ -185,6 +209,12 @@ impl Driver {
         if now >= u.next_gather {
             let mut servers = u.servers.clone();
             let hosts = o.ov.host_candidates().to_vec();
+            u.service = u.service_cfg.unwrap_or_else(|| {
+                hosts
+                    .iter()
+                    .filter_map(|h| h.parse::<SocketAddr>().ok())
+                    .any(|h| is_public(h.ip()))
+            });
             let own = |s: &SocketAddr| {
                 hosts
                     .iter()
@@ -201,9 +231,8 @@ impl Driver {
                 service: u.service,
             }));
             u.asked = servers;
-            if u.service {
-                self.node.set_stun(hosts);
-            }
+            self.node
+                .set_stun(if u.service { hosts } else { Vec::new() });
         }
         if moved {
             // The NATS connection left from an address this node no longer has: it is
@@ -245,7 +274,25 @@ mod tests {
     use super::*;
 
     fn underlay() -> Underlay {
-        Underlay::new(false, vec![], 5000, "cfx0", false)
+        Underlay::new(Some(false), vec![], 5000, "cfx0", false)
+    }
+
+    #[test]
+    fn public_addresses_are_told_from_private_ones() {
+        for (ip, public) in [
+            ("203.0.113.7", true),
+            ("8.8.8.8", true),
+            ("10.1.2.3", false),
+            ("172.20.0.1", false),
+            ("192.168.0.1", false),
+            ("100.64.0.1", false),
+            ("169.254.1.1", false),
+            ("2001:db8::1", true),
+            ("fd00::1", false),
+            ("fe80::1", false),
+        ] {
+            assert_eq!(is_public(ip.parse().unwrap()), public, "{ip}");
+        }
     }
 
     #[test]
