@@ -15,6 +15,11 @@
 //! `3a` seals only the DTLS record around each packet (no SCTP), so DTLS record = 3a − 2
 //! and SCTP framing = 3 − 3a; `4` is the receiving tether (record open, chunk, SACK back).
 //! Both groups use the default TUN MTU (1,352: one inner packet per chunk and datagram).
+//!
+//! `2b_segment_seal_within_path_mtu` is line 2 with each packet checked against its
+//! tether's path MTU (`egress_within`, as the worker runs it: every segment here is above
+//! the base size, so each one is looked at; a SYN would also be MSS-clamped): the cost of
+//! the size check is 2b − 2. The WebRTC group seals within the real tether's path MTU.
 
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use conflux_benches::cpu_time::ThreadCpuTime;
 use conflux_dataplane::counters::{Counters, monotonic_ns};
-use conflux_dataplane::egress::{EgressVerdict, egress};
+use conflux_dataplane::egress::{EgressVerdict, egress, egress_within};
 use conflux_dataplane::hop::mixed::Mixed;
 use conflux_dataplane::hop::{HopTransport, Plain, StateChange};
 use conflux_dataplane::ingress::{IngressVerdict, ingress};
@@ -166,6 +171,8 @@ struct Path {
     coalescer: Coalescer,
     hop: Plain,
     sent: u64,
+    /// Seal within a path MTU (the tether carries exactly the default full-size packet).
+    within: bool,
 }
 
 impl Path {
@@ -188,6 +195,7 @@ impl Path {
             coalescer: Coalescer::new(),
             hop: Plain::default(),
             sent: 0,
+            within: false,
         }
     }
 
@@ -213,13 +221,25 @@ impl Path {
             .zip(&lens[..n])
             .map(|(c, &l)| &mut c[..usize::from(l) + OVERHEAD])
             .collect();
-        egress(
-            &mut self.a,
-            &mut self.ca,
-            std::time::Instant::now(),
-            &mut pkts,
-            &mut self.eg[..n],
-        );
+        if self.within {
+            egress_within(
+                &mut self.a,
+                &mut self.ca,
+                std::time::Instant::now(),
+                &mut pkts,
+                &mut self.eg[..n],
+                &|_| black_box(TUN_MTU + OVERHEAD),
+            );
+            debug_assert!(matches!(self.eg[0], EgressVerdict::Send { .. }));
+        } else {
+            egress(
+                &mut self.a,
+                &mut self.ca,
+                std::time::Instant::now(),
+                &mut pkts,
+                &mut self.eg[..n],
+            );
+        }
         self.sent += n as u64;
         if depth == Depth::Seal {
             black_box(&pkts);
@@ -309,6 +329,9 @@ fn connected_hops() -> (Mixed, Mixed, SocketAddr, SocketAddr) {
             up_b |= is_up(c);
         }
         if up_a && up_b {
+            // The first path MTU probes and their answers: a tether starts at the base
+            // size and full-size packets fit once the probe is answered.
+            shuttle(now, &mut a, &mut b, a_addr, b_addr, &mut buf, &mut ranges);
             return (a, b, a_addr, b_addr);
         }
         a.handle_timeout(now);
@@ -435,7 +458,15 @@ impl WebPath {
                 .zip(&lens[..n])
                 .map(|(c, &l)| &mut c[th..th + usize::from(l) + OVERHEAD])
                 .collect();
-            egress(&mut self.a, &mut self.ca, now, &mut pkts, &mut self.eg[..n]);
+            let hop = &self.hop_a;
+            egress_within(
+                &mut self.a,
+                &mut self.ca,
+                now,
+                &mut pkts,
+                &mut self.eg[..n],
+                &|t| hop.max_packet(t),
+            );
         }
         self.sent += n as u64;
         if depth == WebDepth::Seal {
@@ -574,6 +605,7 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
     for (name, depth) in [
         ("1_segment", Depth::Segment),
         ("2_segment_seal", Depth::Seal),
+        ("2b_segment_seal_within_path_mtu", Depth::Seal),
         ("3_segment_seal_frame", Depth::Frame),
         ("4_segment_seal_frame_open_check", Depth::Open),
         ("5_full_round_trip_with_coalesce", Depth::Coalesce),
@@ -581,6 +613,7 @@ fn bench(c: &mut Criterion<ThreadCpuTime>) {
         g.bench_function(name, |bch| {
             bch.iter_custom(|iters| {
                 let mut p = Path::new();
+                p.within = name.starts_with("2b");
                 p.run(depth);
                 let start = cpu();
                 for _ in 0..iters {

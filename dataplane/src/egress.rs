@@ -14,14 +14,14 @@
 //! [`EgressVerdict::TooBig`] with the inner MTU, and the caller tells the sender by ICMP. A
 //! TCP SYN leaving here has its MSS clamped to that inner MTU, so TCP stays within it.
 //!
-//! A relayed route is held to the base size ([`RELAYED_MAX_PACKET`]): this node sees only
-//! its first tether, not the relay's next one, and the relay cannot send an ICMP error for
-//! the inner packet (it cannot open it). Every path MTU search starts at that base and
-//! never settles below it, so whatever tether the relay forwards on carries such a packet;
-//! carrying each relay's downstream size back to the source would need a control-plane
-//! message per change for a gain of at most 220 bytes a packet on relayed paths only. A
-//! route counts as relayed when its first hop's label is not the stream's own (the
-//! destination's label): relays choose their own labels.
+//! A relayed route uses its first tether's path MTU, like a direct one. The source sees
+//! only that tether, not the relay's next one, and nothing in the data plane tells a relay's
+//! label from the destination's (labels are chosen per hop). A relay whose next tether
+//! carries less refuses the packet and counts it (`too_big` in that tether's telemetry,
+//! `tether_refused`); it cannot send the ICMP error itself, since it cannot open the packet.
+//! Holding every route to the base size instead would cost 220 bytes of every full-size
+//! packet on the direct paths that make most of the traffic; carrying each relay's
+//! downstream size back to the source in the route set-up is the complete answer.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -34,16 +34,15 @@ use conflux_shared::wire::record::{CounterId, RouteTarget, TetherId};
 use crate::counters::Counters;
 use crate::packet::{InnerPacket, PROTO_TCP};
 use crate::table::Tables;
-use crate::table::route::{Hop, Route};
-use crate::table::stream::EgressStream;
+use crate::table::route::Route;
 use crate::tether::config::BASE_DATAGRAM;
 use crate::tether::record::RECORD_OVERHEAD;
 use crate::tether::sctp::max_message_in;
 use crate::vnet::mss;
 
-/// Largest sealed packet a relayed route carries: one that fits a tether at the base path
-/// MTU (see the module doc).
-pub const RELAYED_MAX_PACKET: usize = max_message_in(BASE_DATAGRAM, RECORD_OVERHEAD);
+/// Largest sealed packet every tether carries: one that fits a datagram of the base path
+/// MTU, where every search starts. Smaller packets need no look at their tether.
+pub const BASE_MAX_PACKET: usize = max_message_in(BASE_DATAGRAM, RECORD_OVERHEAD);
 
 /// How big a sealed data packet each tether carries now.
 pub trait PacketLimit {
@@ -88,42 +87,14 @@ impl LimitCache {
     }
 }
 
-/// The largest sealed packet a route whose packets `stream` seals carries over its first
-/// hop `hop`: the tether's limit, held to [`RELAYED_MAX_PACKET`] when the hop is a relay.
-#[inline]
-fn hop_limit(
-    egress: &[EgressStream],
-    stream: u32,
-    hop: &Hop,
-    limits: &impl PacketLimit,
-    cache: &mut LimitCache,
-) -> usize {
-    let max = cache.get(hop.tether, limits);
-    let direct = egress
-        .get(stream as usize)
-        .is_some_and(|s| s.label == hop.label);
-    if direct {
-        max
-    } else {
-        max.min(RELAYED_MAX_PACKET)
-    }
-}
-
 /// The largest sealed packet every next hop of `route` carries (a flow the other way may
-/// take any of them); `usize::MAX` for a route without a stream or hops.
-pub(crate) fn route_limit(
-    egress: &[EgressStream],
-    route: &Route,
-    limits: &impl PacketLimit,
-) -> usize {
-    let Some(stream) = route.stream else {
-        return usize::MAX;
-    };
+/// take any of them); `usize::MAX` for a route without hops.
+pub(crate) fn route_limit(route: &Route, limits: &impl PacketLimit) -> usize {
     let mut cache = LimitCache::default();
     route
         .hops()
         .iter()
-        .map(|h| hop_limit(egress, stream, h, limits, &mut cache))
+        .map(|h| cache.get(h.tether, limits))
         .min()
         .unwrap_or(usize::MAX)
 }
@@ -270,8 +241,8 @@ fn classify(
     };
     // Packets that fit the base size fit every tether; only bigger ones and SYNs ask.
     let syn = is_tcp_syn(&p, inner);
-    if buf.len() > RELAYED_MAX_PACKET || syn {
-        let max = hop_limit(&tables.egress, stream, hop, limits, cache);
+    if buf.len() > BASE_MAX_PACKET || syn {
+        let max = cache.get(hop.tether, limits);
         if buf.len() > max {
             let mtu = (max.saturating_sub(OVERHEAD)).min(usize::from(u16::MAX)) as u16;
             return EgressVerdict::TooBig { mtu };

@@ -155,7 +155,7 @@ fn open_run<B: AsMut<[u8]>>(
     let guard = tables.policy.guard_exit;
     let may_exit = tables.policy.portal && tables.ingress[stream].exit;
     let s = &mut tables.ingress[stream];
-    let (local_hosts, routes, egress) = (&tables.local_hosts, &tables.routes, &tables.egress);
+    let (local_hosts, routes) = (&tables.local_hosts, &tables.routes);
     s.opener.open_batch(now, packets, scratch);
     for ((p, v), a) in packets
         .iter_mut()
@@ -187,7 +187,7 @@ fn open_run<B: AsMut<[u8]>>(
                         if is_tcp_syn(&inner, bytes) {
                             clamp_to = routes
                                 .lookup(inner.source())
-                                .map(|r| route_limit(egress, r, limits));
+                                .map(|r| route_limit(r, limits));
                         }
                         IngressVerdict::Deliver {
                             offset: range.start,
