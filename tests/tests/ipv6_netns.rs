@@ -364,3 +364,28 @@ fn ipv6_overlay_and_an_ipv6_lan_over_an_ipv4_underlay() {
     let fwd = stdout(&lab.exec("gw", &["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]));
     assert_eq!(fwd.trim(), "1", "the gateway forwards IPv6");
 }
+
+#[test]
+fn an_ipv6_only_node_skips_a_peers_ipv4_candidates() {
+    let mut lab = Lab::new_ipv6();
+    // a offers an IPv4 candidate first, as a dual-stack host would; b has no IPv4 at all,
+    // so its tether must be made from the IPv6 candidate.
+    lab.node(
+        "a",
+        REALM,
+        &["dev"],
+        "advertise = [\"192.0.2.10:51820\", \"[{underlay}]:51820\"]",
+    );
+    lab.node("b", REALM, &["dev"], "");
+    let a6 = address6(&lab, "a");
+    let first = reach_addr(&lab, "b", &a6, LIMIT);
+    eprintln!("time to first IPv6 overlay reply b → a (a offers IPv4 first): {first:?}");
+    reach_addr(&lab, "a", &address6(&lab, "b"), LIMIT);
+    let a_id = lab.id("a");
+    let o = lab.get("b").ctl.overlay().expect("b's overlay");
+    assert!(
+        o.tethers.iter().any(|t| t.peer == a_id && t.state == "up"),
+        "b's tether to a: {:?}",
+        o.tethers
+    );
+}
