@@ -176,7 +176,10 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let addr6 = a.address6.as_deref().map(parse_v6).transpose()?;
     tun::configure(&a.tun, a.mtu, addr)?;
     if let Some((ip, len)) = addr6 {
-        tun::add_ipv6(&a.tun, ip, len)?;
+        // A host with IPv6 switched off still carries the IPv4 overlay.
+        if let Err(e) = tun::add_ipv6(&a.tun, ip, len) {
+            tracing::error!(tun = %a.tun, "IPv6 overlay address {ip}/{len} not set: {e}");
+        }
     }
     tracing::info!(tun = %a.tun, workers, offloads = ?queues[0].offloads, "TUN ready");
 
