@@ -25,8 +25,11 @@
 //!    `--oauth-audience` to accept OAuth registrations). Without TLS flags it serves plain
 //!    HTTP, meant for loopback only.
 //! 4. As admin: `POST /v1/realms {"name":"lab","subnet":"10.40.0.0/16"}` creates the realm's
-//!    NATS account and directory bucket; `POST /v1/realms/lab/tokens {"expires_in_secs":
+//!    NATS account and directory bucket (add `"subnet6":"fd7a:cf::/64"` to give every node
+//!    an IPv6 overlay address too); `POST /v1/realms/lab/tokens {"expires_in_secs":
 //!    3600,"uses":1,"taints":["dev"]}` gives a registration token to enroll a node with.
+//!
+//! Every address may be IPv6: `--listen [::]:8443`, `--nats-url nats://[fd00::1]:4222`.
 //!
 //! Keys live in `<data dir>/keys`; back them up with the database. `POST
 //! /v1/admin/rotate-keys` rotates them without disturbing enrolled nodes.
