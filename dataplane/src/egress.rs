@@ -302,3 +302,84 @@ fn drop_all(counters: &mut Counters, verdicts: &mut [EgressVerdict], c: CounterI
     counters.add(c, verdicts.len() as u64);
     verdicts.fill(EgressVerdict::Drop(c));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use conflux_shared::id::StreamId;
+
+    use super::*;
+    use crate::table::tests::{A, B, buffers, pair};
+    use crate::vnet::mss::tests::{syn_v4_between, tcp_checksum_ok};
+
+    /// An ICMP echo request from A to B of `len` bytes, DF set.
+    fn ping(len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[..20].copy_from_slice(&[
+            0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        p[12..16].copy_from_slice(&A);
+        p[16..20].copy_from_slice(&B);
+        crate::vnet::checksum::set_ipv4_header(&mut p[..20]);
+        p[20] = 8;
+        p
+    }
+
+    #[test]
+    fn egress_holds_packets_to_the_tethers_path_mtu_and_clamps_syns() {
+        let (mut a, _) = pair(StreamId([4; 16]));
+        let mut c = Counters::default();
+        // The tether's path MTU is 1,249 bytes: 1,184-byte sealed packets, 1,152 inner.
+        let asked = Cell::new(0);
+        let limit = |t: TetherId| {
+            asked.set(asked.get() + 1);
+            assert_eq!(t, 1);
+            1184
+        };
+        let inner = vec![
+            ping(1000),
+            ping(1152),
+            ping(1153),
+            ping(1328),
+            syn_v4_between(A, B, 1460, 0x02),
+        ];
+        let mut bufs = buffers(&inner);
+        let mut v = vec![EgressVerdict::Pending; bufs.len()];
+        egress_within(&mut a, &mut c, Instant::now(), &mut bufs, &mut v, &limit);
+        assert!(matches!(v[0], EgressVerdict::Send { tether: 1, .. }));
+        assert!(matches!(v[1], EgressVerdict::Send { tether: 1, .. }));
+        assert_eq!(v[2], EgressVerdict::TooBig { mtu: 1152 });
+        assert_eq!(v[3], EgressVerdict::TooBig { mtu: 1152 });
+        assert!(matches!(v[4], EgressVerdict::Send { tether: 1, .. }));
+        assert_eq!(c.get(CounterId::TooBig), 2);
+        assert_eq!(c.get(CounterId::MssClamped), 1);
+        // The small ping never asked; the big ones and the SYN asked once for the batch.
+        assert_eq!(asked.get(), 1);
+        // Refused packets stay in plaintext for the ICMP error.
+        assert_eq!(&bufs[3][HEADER_LEN..bufs[3].len() - TAG_LEN], &inner[3][..]);
+
+        // The SYN was clamped before it was sealed: B opens exactly what a sender offering
+        // 1,112 bytes would have sent, checksum valid.
+        let (_, mut b) = pair(StreamId([4; 16]));
+        let mut syn = vec![bufs.swap_remove(4)];
+        let mut v = vec![crate::ingress::IngressVerdict::Pending];
+        let mut scratch = vec![conflux_shared::crypto::aead::Verdict::Pending];
+        crate::ingress::ingress(
+            &mut b,
+            &mut c,
+            &mut crate::relay::RelayLimiter::new(),
+            Instant::now(),
+            &mut syn,
+            &mut v,
+            &mut scratch,
+        );
+        let crate::ingress::IngressVerdict::Deliver { offset, len } = v[0] else {
+            panic!("not delivered: {:?}", v[0]);
+        };
+        let got = &syn[0][offset..offset + len];
+        assert!(tcp_checksum_ok(got));
+        assert_eq!(got, &syn_v4_between(A, B, 1112, 0x02)[..]);
+    }
+}

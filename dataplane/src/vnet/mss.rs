@@ -194,6 +194,11 @@ pub(crate) mod tests {
     /// A real SYN: IPv4 10.0.0.1:40000 → 10.0.0.2:5201 with the options Linux sends (MSS
     /// 1460, SACK permitted, timestamps, NOP, window scale 7), checksums filled in.
     pub(crate) fn syn_v4(mss: u16, flags: u8) -> Vec<u8> {
+        syn_v4_between([10, 0, 0, 1], [10, 0, 0, 2], mss, flags)
+    }
+
+    /// [`syn_v4`] between other addresses.
+    pub(crate) fn syn_v4_between(src: [u8; 4], dst: [u8; 4], mss: u16, flags: u8) -> Vec<u8> {
         let opts: [u8; 20] = [
             2,
             4,
@@ -219,6 +224,8 @@ pub(crate) mod tests {
         let mut p = vec![
             0x45, 0, 0, 60, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
         ];
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
         p.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0]);
         p.extend_from_slice(&[0xa0, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
         p.extend_from_slice(&opts);
