@@ -839,3 +839,35 @@ fn reflexive_candidates_reach_each_worker_trickle_later_and_a_move_offers_anew()
     }
     assert_eq!(oa.status().ice_restarts, 1);
 }
+
+#[test]
+fn an_offer_from_a_peer_that_moved_replaces_a_young_tether() {
+    let w = World::new();
+    let (a, c) = (id(1), id(3));
+    let t0 = w.now;
+    let mut nodes = w.nodes;
+    let (mut oa, da) = nodes.remove(&a).unwrap();
+    let (mut oc, dc) = nodes.remove(&c).unwrap();
+    oc.handle_miss(t0, "100.64.0.1".parse().unwrap(), &dc);
+    let (req, offer) = offer_of(&drain(&mut oc));
+    let answer = oa.handle_signal(t0, c, offer, 1, &da).unwrap();
+    let on_a = opens(&drain(&mut oa));
+    oc.handle_reply(t0, req, Some(answer), &dc);
+    let on_c = opens(&drain(&mut oc));
+    oa.handle_tether_state(t0, on_a[0].tether, TetherState::Up, &da);
+    oc.handle_tether_state(t0, on_c[0].tether, TetherState::Up, &dc);
+    drain(&mut oa);
+    drain(&mut oc);
+    // One second later c (the larger id) moves: a's young tether must not win over it.
+    let t1 = t0 + Duration::from_secs(1);
+    oc.set_host_candidates(t1, vec!["10.7.7.7:5000".into()]);
+    let (_, offer) = offer_of(&drain(&mut oc));
+    let answer = oa.handle_signal(t1, c, offer, 2, &da).unwrap();
+    assert!(
+        matches!(&answer, super::signal::Payload::Answer(x) if x.accepted),
+        "the moved peer's offer is accepted"
+    );
+    let reopened = opens(&drain(&mut oa));
+    assert_eq!(reopened.len(), 1);
+    assert_eq!(reopened[0].candidates, vec!["10.7.7.7:5000"]);
+}

@@ -86,6 +86,8 @@ pub(super) struct Tether {
     pub(super) plpmtu: u16,
     /// The peer's worker count (its `ports`, at least 1), once it answered or offered.
     pub(super) remote_workers: usize,
+    /// The peer's host candidates, as its offer or answer listed them.
+    pub(super) remote_hosts: Vec<String>,
     /// The peer's reflexive candidates known so far ("<worker> ip:port").
     pub(super) remote_reflexive: Vec<String>,
     /// This end's reflexive candidates the peer has been told.
@@ -184,6 +186,7 @@ impl Overlay {
             plpmtu: 0,
             tx_bytes: 0,
             remote_workers: 1,
+            remote_hosts: Vec::new(),
             remote_reflexive: Vec::new(),
             sent_reflexive: self.reflexive.clone(),
             active: now,
@@ -239,7 +242,10 @@ impl Overlay {
                 Phase::Up => now < t.since + CROSSING_GRACE,
                 Phase::Failed => false,
             };
-            let ours_wins = settling && self.me < from;
+            // A peer that moved offers from other addresses: its old tether is dead
+            // whatever its age, so the offer never loses to it.
+            let moved = !t.remote_hosts.is_empty() && t.remote_hosts != offer.candidates;
+            let ours_wins = settling && self.me < from && !moved;
             if ours_wins || (t.session == offer.session && !t.controlling) {
                 return Payload::Answer(decline);
             }
@@ -364,7 +370,12 @@ impl Overlay {
         let theirs = remote.ports.len().max(1);
         let n = mine.max(theirs).min(MAX_ASSOCIATIONS);
         t.remote_workers = theirs;
-        for r in remote.reflexive.iter().take(super::candidates::MAX_REFLEXIVE) {
+        t.remote_hosts = remote.candidates.to_vec();
+        for r in remote
+            .reflexive
+            .iter()
+            .take(super::candidates::MAX_REFLEXIVE)
+        {
             if !t.remote_reflexive.contains(r) {
                 t.remote_reflexive.push(r.clone());
             }
