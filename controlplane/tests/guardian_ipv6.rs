@@ -66,6 +66,18 @@ async fn a_realm_with_an_ipv6_subnet_gives_each_node_a_certified_ipv6_address() 
         r["overlay_address6"].as_str().unwrap()
     );
 
+    // The IPv6 address is allocated, never requested: asking for one says so.
+    let (_, body) =
+        register_body(json!({"registration_token": token, "requested_address": "fd7a:cf::99"}));
+    let v = t
+        .expect_rejected(
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+            t.register(body),
+        )
+        .await;
+    assert!(v["message"].as_str().unwrap().contains("subnet6"), "{v}");
+
     // The admin's node list shows it.
     let nodes = t.nodes("dual").await;
     assert!(

@@ -32,6 +32,12 @@ pub enum AddrError {
     /// The address is outside the subnet, or is its network or broadcast address.
     #[error("address {0} is not a host address of subnet {1}")]
     Outside(String, String),
+    /// An address of the other family than the subnet's.
+    #[error(
+        "address {0} is not of subnet {1}'s family (a realm's IPv6 addresses are allocated \
+         from its subnet6, never requested)"
+    )]
+    WrongFamily(String, String),
     /// `subnet6` is not an IPv6 subnet.
     #[error("subnet6 {0} is not an IPv6 subnet (like fd7a:cf::/64)")]
     NotIpv6(String),
@@ -110,6 +116,9 @@ impl Subnet {
     pub fn check_host(&self, s: &str) -> Result<IpAddr, AddrError> {
         let ip: IpAddr = s.parse().map_err(|_| AddrError::BadAddress(s.to_owned()))?;
         let outside = || AddrError::Outside(ip.to_string(), self.to_string());
+        if ip.is_ipv4() != matches!(self.0, IpNet::V4(_)) {
+            return Err(AddrError::WrongFamily(ip.to_string(), self.to_string()));
+        }
         if !self.0.contains(&ip) || ip == self.0.network() {
             return Err(outside());
         }
@@ -179,7 +188,7 @@ mod tests {
         let s = Subnet::parse("10.9.0.0/24").unwrap();
         assert!(s.check_host("10.9.0.1").is_ok());
         assert!(s.check_host("10.9.0.254").is_ok());
-        for bad in ["10.9.0.0", "10.9.0.255", "10.9.1.1", "fd00::1"] {
+        for bad in ["10.9.0.0", "10.9.0.255", "10.9.1.1"] {
             assert!(
                 matches!(s.check_host(bad), Err(AddrError::Outside(..))),
                 "{bad}"
@@ -189,6 +198,12 @@ mod tests {
             s.check_host("nope"),
             Err(AddrError::BadAddress(_))
         ));
+        let e = s.check_host("fd00::1").unwrap_err();
+        assert_eq!(
+            e,
+            AddrError::WrongFamily("fd00::1".into(), "10.9.0.0/24".into())
+        );
+        assert!(e.to_string().contains("subnet6"), "{e}");
     }
 
     #[test]
