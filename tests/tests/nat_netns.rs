@@ -59,6 +59,13 @@ fn set_up_time(lab: &Lab, from: &str, to: &str, secs: u32) -> Duration {
     }
 }
 
+/// A 3 s TCP transfer a → b must move data.
+fn carries_tcp(lab: &Lab, what: &str) {
+    let iperf = lab.iperf3("a", "b", 3, false);
+    eprintln!("{what}: {:.0} Mbit/s", iperf.bits_per_second / 1e6);
+    assert!(iperf.ok && iperf.bits_per_second > 0.0, "{what}: {iperf:?}");
+}
+
 #[test]
 fn a_node_behind_a_nat_tethers_directly_to_a_public_node() {
     let mut lab = Lab::new();
@@ -108,12 +115,7 @@ fn two_nodes_behind_endpoint_independent_nats_punch_a_direct_tether() {
     assert!(tether_up(&lab, "a", "b"), "a direct tether a–b");
     let s = overlay(&lab, "s");
     assert_eq!(s.relays, 0, "s relays nothing");
-    let iperf = lab.iperf3("a", "b", 3, false);
-    eprintln!(
-        "through the punched hole: {:.0} Mbit/s",
-        iperf.bits_per_second / 1e6
-    );
-    assert!(iperf.ok && iperf.bits_per_second > 0.0);
+    carries_tcp(&lab, "through the punched hole");
 }
 
 #[test]
@@ -142,12 +144,7 @@ fn two_nodes_behind_symmetric_nats_talk_through_a_relay() {
         !tether_up(&lab, "a", "b"),
         "no direct tether between two symmetric NATs"
     );
-    let iperf = lab.iperf3("a", "b", 3, false);
-    eprintln!(
-        "through the relay: {:.0} Mbit/s",
-        iperf.bits_per_second / 1e6
-    );
-    assert!(iperf.ok && iperf.bits_per_second > 0.0);
+    carries_tcp(&lab, "through the relay");
 }
 
 #[test]

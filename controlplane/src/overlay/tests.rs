@@ -494,8 +494,10 @@ fn opens_on(actions: &[Action]) -> Vec<(u16, conflux_shared::proto::TetherOpen)>
         .collect()
 }
 
-#[test]
-fn a_tether_between_two_and_one_workers_has_an_association_on_every_worker() {
+/// Node 1 with two workers (host candidate `host`, ports 7000 and 7001) and node 3 with
+/// one (10.0.0.3:9000), each with its directory.
+#[allow(clippy::type_complexity)]
+fn two_and_one_workers(host: &str) -> (Instant, NodeId, NodeId, Overlay, Dir, Overlay, Dir) {
     let w = World::new();
     let (a, c) = (id(1), id(3));
     let t0 = w.now;
@@ -503,7 +505,7 @@ fn a_tether_between_two_and_one_workers_has_an_association_on_every_worker() {
     let (_, da) = nodes.remove(&a).unwrap();
     let (_, dc) = nodes.remove(&c).unwrap();
     let mut two = cfg(false);
-    two.candidates = vec!["10.0.0.1:7000".into()];
+    two.candidates = vec![host.into()];
     two.ports = vec![7000, 7001];
     let mut one = cfg(false);
     one.candidates = vec!["10.0.0.3:9000".into()];
@@ -512,6 +514,12 @@ fn a_tether_between_two_and_one_workers_has_an_association_on_every_worker() {
     let mut oc = Overlay::new(one, c, t0);
     oa.set_unix_time(1_000_000);
     oc.set_unix_time(1_000_000);
+    (t0, a, c, oa, da, oc, dc)
+}
+
+#[test]
+fn a_tether_between_two_and_one_workers_has_an_association_on_every_worker() {
+    let (t0, a, _c, mut oa, da, mut oc, dc) = two_and_one_workers("10.0.0.1:7000");
 
     oa.handle_miss(t0, "100.64.0.3".parse().unwrap(), &da);
     let (req, offer) = offer_of(&drain(&mut oa));
@@ -740,22 +748,7 @@ fn a_rift_never_exits_through_an_excluded_region_and_moves_when_its_portal_goes(
 
 #[test]
 fn reflexive_candidates_reach_each_worker_trickle_later_and_a_move_offers_anew() {
-    let w = World::new();
-    let (a, c) = (id(1), id(3));
-    let t0 = w.now;
-    let mut nodes = w.nodes;
-    let (_, da) = nodes.remove(&a).unwrap();
-    let (_, dc) = nodes.remove(&c).unwrap();
-    let mut two = cfg(false);
-    two.candidates = vec!["192.168.1.2:7000".into()];
-    two.ports = vec![7000, 7001];
-    let mut one = cfg(false);
-    one.candidates = vec!["10.0.0.3:9000".into()];
-    one.ports = vec![9000];
-    let mut oa = Overlay::new(two, a, t0);
-    let mut oc = Overlay::new(one, c, t0);
-    oa.set_unix_time(1_000_000);
-    oc.set_unix_time(1_000_000);
+    let (t0, a, c, mut oa, da, mut oc, dc) = two_and_one_workers("192.168.1.2:7000");
 
     // a is behind a NAT that maps each worker's socket to its own public port.
     oa.set_reflexive(vec![
