@@ -26,8 +26,10 @@ pub const PORT: u16 = 5000;
 const MAX_GAP_BLOCKS: usize = 64;
 /// Duplicate TSNs one SACK reports at most.
 const MAX_DUPS: usize = 4;
-/// Largest HEARTBEAT value echoed back.
-const MAX_HEARTBEAT_ECHO: usize = 128;
+/// Largest HEARTBEAT value echoed back: a whole probe in the echo style
+/// ([`pmtu::ProbeStyle::Echo`]) of the largest datagram, whose answer still fits one
+/// (a 1,412-byte SCTP packet less the common and chunk headers).
+const MAX_HEARTBEAT_ECHO: usize = 1396;
 /// HEARTBEATs waiting for their answer at most.
 const MAX_ECHOES: usize = 4;
 /// DATA chunks per packet whose delivery is tracked (bits of [`Inbound::accepted`]).
@@ -37,8 +39,9 @@ pub const MAX_CHUNKS_TRACKED: usize = 128;
 pub const PAD_CHUNK: u8 = 0x84;
 /// Parameter heading a regular HEARTBEAT's info: type 1, length 20 (nonce, send time).
 const HB_INFO: [u8; 4] = [0, 1, 0, 20];
-/// Parameter heading a probe's HEARTBEAT info: type 1, length 24 (nonce, send time, size).
-const PROBE_INFO: [u8; 4] = [0, 1, 0, 24];
+/// A probe's HEARTBEAT info: type 1, length 24 (nonce, send time, size) or more (padding
+/// in the echo style).
+const PROBE_INFO_LEN: usize = 24;
 
 /// Largest message a datagram of `datagram` bytes carries as one DATA chunk, when
 /// `overhead` bytes of it lie below SCTP.
@@ -475,7 +478,10 @@ impl Association {
         // Our heartbeat info: parameter type 1, length 20 (24 for a probe), nonce, send
         // time in µs (, probed size).
         let be64 = |v: &[u8]| u64::from_be_bytes(v.try_into().unwrap_or_default());
-        if value.len() >= 24 && value[..4] == PROBE_INFO {
+        let param_len = value
+            .get(2..4)
+            .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+        if value.len() >= PROBE_INFO_LEN && value[..2] == [0, 1] && param_len >= PROBE_INFO_LEN {
             let size = u32::from_be_bytes(value[20..24].try_into().unwrap_or_default());
             self.pmtu
                 .on_probe_ack(now, be64(&value[4..12]), size as usize);
@@ -500,10 +506,10 @@ impl Association {
         });
     }
 
-    /// Writes a path MTU probe into `buf` when one is due: a HEARTBEAT and a PAD chunk
-    /// filling the packet to the size tried, less [`PmtuConfig::overhead`]. Returns its
-    /// length. A probe never carries data or other control chunks, so losing it loses
-    /// nothing else.
+    /// Writes a path MTU probe into `buf` when one is due, filling the packet to the size
+    /// tried less [`PmtuConfig::overhead`]: a HEARTBEAT and a PAD chunk, or a HEARTBEAT
+    /// whose info holds the padding ([`pmtu::ProbeStyle`]). Returns its length. A probe
+    /// never carries data or other control chunks, so losing it loses nothing else.
     pub fn poll_probe(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let overhead = self.cfg.pmtu.overhead;
         if !self.pmtu.probe_due(now) {
@@ -511,18 +517,33 @@ impl Association {
         }
         let due = self.pmtu.poll_probe(now)?;
         let len = due.size.checked_sub(overhead)?;
-        let mut at = wire::COMMON_HEADER_LEN;
-        let mut info = [0u8; 24];
-        info[..4].copy_from_slice(&PROBE_INFO);
+        let hb = wire::COMMON_HEADER_LEN;
+        let info_at = hb + wire::CHUNK_HEADER_LEN;
+        let info_len = match self.pmtu.style() {
+            pmtu::ProbeStyle::Pad => PROBE_INFO_LEN,
+            pmtu::ProbeStyle::Echo => len.checked_sub(info_at)?,
+        };
+        let info = buf.get_mut(info_at..info_at + info_len)?;
+        info[..2].copy_from_slice(&[0, 1]);
+        info[2..4].copy_from_slice(&(info_len as u16).to_be_bytes());
         info[4..12].copy_from_slice(&due.nonce.to_be_bytes());
         let us = now.duration_since(self.epoch).as_micros() as u64;
         info[12..20].copy_from_slice(&us.to_be_bytes());
         info[20..24].copy_from_slice(&(due.size as u32).to_be_bytes());
-        at += wire::write_chunk(buf.get_mut(at..)?, chunk::HEARTBEAT, 0, &info).ok()?;
-        let pad = len.checked_sub(at + wire::CHUNK_HEADER_LEN)?;
-        let room = buf.get_mut(at..len)?;
-        wire::write_chunk_header(room, PAD_CHUNK, 0, wire::CHUNK_HEADER_LEN + pad);
-        room[wire::CHUNK_HEADER_LEN..].fill(0);
+        info[PROBE_INFO_LEN..].fill(0);
+        wire::write_chunk_header(
+            &mut buf[hb..],
+            chunk::HEARTBEAT,
+            0,
+            wire::CHUNK_HEADER_LEN + info_len,
+        );
+        let at = info_at + info_len;
+        if at < len {
+            let pad = len.checked_sub(at + wire::CHUNK_HEADER_LEN)?;
+            let room = buf.get_mut(at..len)?;
+            wire::write_chunk_header(room, PAD_CHUNK, 0, wire::CHUNK_HEADER_LEN + pad);
+            room[wire::CHUNK_HEADER_LEN..].fill(0);
+        }
         wire::write_common_header(buf, PORT, PORT, self.params.peer_vtag);
         wire::seal_checksum(&mut buf[..len]);
         // A small HEARTBEAT right behind it tells a lost probe from a dead path.
@@ -579,9 +600,21 @@ impl Association {
         if let Some(fwd) = self.tx.take_forward(now) {
             at += wire::write_forward_tsn(&mut buf[at..], fwd).ok()?;
         }
-        for i in 0..std::mem::take(&mut self.hb_echoes) {
-            let (head, echo) = (&mut buf[at..], &self.hb_echo[i][..self.hb_echo_len[i]]);
-            at += wire::write_chunk(head, chunk::HEARTBEAT_ACK, 0, echo).ok()?;
+        // As many answers as fit; a long one (an echo-style probe) may wait for the next
+        // packet.
+        let mut answered = 0;
+        while answered < self.hb_echoes {
+            let echo = &self.hb_echo[answered][..self.hb_echo_len[answered]];
+            let Ok(n) = wire::write_chunk(&mut buf[at..], chunk::HEARTBEAT_ACK, 0, echo) else {
+                break;
+            };
+            at += n;
+            answered += 1;
+        }
+        if answered > 0 {
+            self.hb_echo.copy_within(answered..self.hb_echoes, 0);
+            self.hb_echo_len.copy_within(answered..self.hb_echoes, 0);
+            self.hb_echoes -= answered;
         }
         if now >= self.hb_next {
             self.hb_nonce += 1;

@@ -22,6 +22,14 @@
 //!   starts [`PmtuConfig::rebound`] later. If no HEARTBEAT is answered either, the path is
 //!   down, not smaller, and nothing changes until it answers again.
 //!
+//! - **Probe style.** A PAD chunk is what RFC 8899 §6.2 asks for, and what a Conflux
+//!   peer (or any stack that skips unknown chunks as RFC 9260 §3.2 says) handles. Some
+//!   WebRTC SCTP stacks (the webrtc-rs and pion lineage) drop a whole packet with a chunk
+//!   they do not know instead, so a search in which no probe was answered at all is run
+//!   once more with the padding inside the HEARTBEAT's own info ([`ProbeStyle::Echo`]),
+//!   which every stack echoes. That answer is as big as the probe, so this style measures
+//!   the smaller of the two directions; it is only the fall-back.
+//!
 //! Sizes tried keep the SCTP packet a multiple of four bytes (chunks are padded to four),
 //! so the search steps by [`GRANULARITY`]. Nothing here reads the clock or allocates.
 
@@ -57,6 +65,15 @@ impl PmtuConfig {
         }
         self.overhead + ((size - self.overhead) & !(GRANULARITY - 1))
     }
+}
+
+/// How a probe fills its datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeStyle {
+    /// A HEARTBEAT and a PAD chunk (RFC 4820): the answer is small.
+    Pad,
+    /// A HEARTBEAT whose info carries the padding: the answer echoes all of it.
+    Echo,
 }
 
 /// Where the search is.
@@ -126,6 +143,12 @@ pub struct PathMtu {
     nonce: u64,
     /// Confirmation attempts lost while their companion HEARTBEAT was answered.
     strikes: u32,
+    style: ProbeStyle,
+    /// Probes sent and answered in the current search.
+    search_sent: u64,
+    search_acked: u64,
+    /// The current search is the other style's second try.
+    retried: bool,
     stats: PmtuStats,
 }
 
@@ -144,6 +167,10 @@ impl PathMtu {
             next_at: now,
             nonce: 0,
             strikes: 0,
+            style: ProbeStyle::Pad,
+            search_sent: 0,
+            search_acked: 0,
+            retried: false,
             stats: PmtuStats::default(),
         };
         p.start_search(now);
@@ -165,6 +192,11 @@ impl PathMtu {
         self.phase
     }
 
+    /// How probes fill their datagrams now.
+    pub fn style(&self) -> ProbeStyle {
+        self.style
+    }
+
     /// Counters.
     pub fn stats(&self) -> PmtuStats {
         self.stats
@@ -177,6 +209,8 @@ impl PathMtu {
         self.optimistic = true;
         self.probe = None;
         self.next_at = now;
+        self.search_sent = 0;
+        self.search_acked = 0;
         self.stats.searches += 1;
         self.finish_if_done(now);
     }
@@ -186,6 +220,18 @@ impl PathMtu {
             self.phase = PmtuPhase::Complete;
             self.probe = None;
             self.next_at = now + self.cfg.raise_interval;
+            if self.search_sent > 0 && self.search_acked == 0 && !self.retried {
+                // Not one probe answered: perhaps the peer drops packets with a PAD chunk
+                // (or does not echo long HEARTBEATs). Try the other style once.
+                self.retried = true;
+                self.style = match self.style {
+                    ProbeStyle::Pad => ProbeStyle::Echo,
+                    ProbeStyle::Echo => ProbeStyle::Pad,
+                };
+                self.start_search(now);
+            } else {
+                self.retried = false;
+            }
         }
     }
 
@@ -286,6 +332,7 @@ impl PathMtu {
         p.sent_at = Some(now);
         p.attempts += 1;
         self.stats.probes_sent += 1;
+        self.search_sent += 1;
         Some(ProbeDue {
             size: p.size,
             nonce: self.nonce,
@@ -299,6 +346,7 @@ impl PathMtu {
             return;
         }
         self.stats.probes_acked += 1;
+        self.search_acked += 1;
         self.probe = None;
         match self.phase {
             PmtuPhase::Search => {
@@ -385,9 +433,11 @@ mod tests {
 
     /// Runs the search against a path that carries datagrams up to `path` bytes; acks
     /// come back after 1 ms. Returns the time it took.
+    /// Stops when the search completes or another one starts.
     fn converge(p: &mut PathMtu, mut now: Instant, path: usize) -> Instant {
+        let searches = p.stats().searches;
         for _ in 0..200 {
-            if p.phase() == PmtuPhase::Complete {
+            if p.phase() == PmtuPhase::Complete || p.stats().searches != searches {
                 return now;
             }
             if let Some(d) = p.poll_probe(now)
@@ -485,6 +535,29 @@ mod tests {
         p.handle_timeout(now, None);
         converge(&mut p, now, 1300);
         assert!(p.plpmtu() > 1296 && p.plpmtu() <= 1300, "{}", p.plpmtu());
+    }
+
+    #[test]
+    fn a_peer_that_answers_no_pad_probe_is_searched_again_with_echo_probes() {
+        let t0 = Instant::now();
+        let mut p = PathMtu::new(cfg(), t0);
+        assert_eq!(p.style(), ProbeStyle::Pad);
+        // Nothing answered: the search runs down to the base.
+        let now = converge(&mut p, t0, 0);
+        // ... and at once again in the other style, which this peer answers.
+        assert_eq!(p.style(), ProbeStyle::Echo);
+        assert_eq!(p.phase(), PmtuPhase::Search);
+        assert_eq!(p.stats().searches, 2);
+        converge(&mut p, now, 1452);
+        assert_eq!(p.plpmtu(), 1449);
+        assert_eq!(p.style(), ProbeStyle::Echo, "what worked is kept");
+        // A path that really carries only the base: both styles fail once, then it rests.
+        let mut q = PathMtu::new(cfg(), t0);
+        let t = converge(&mut q, t0, 0);
+        let t = converge(&mut q, t, 0);
+        assert_eq!(q.phase(), PmtuPhase::Complete);
+        assert_eq!(q.plpmtu(), 1229);
+        assert_eq!(q.poll_timeout(None), Some(t + cfg().raise_interval));
     }
 
     #[test]
