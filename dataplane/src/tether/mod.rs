@@ -54,7 +54,8 @@
 //!
 //! Not every path carries 1,452-byte datagrams. Each association discovers what its path
 //! does ([`sctp::pmtu`], DPLPMTUD): it starts at [`config::BASE_DATAGRAM`] (1,232 bytes),
-//! probes up to [`config::MAX_DATAGRAM`] with HEARTBEAT + PAD probes that carry no data,
+//! probes up to [`config::MAX_DATAGRAM`] with HEARTBEAT + PAD probes that carry no data
+//! (padded HEARTBEATs for a peer that drops packets with a PAD chunk),
 //! searches again every ten minutes, and falls back to the base at once when big messages
 //! stop getting through while small ones do. [`Tether::max_message`] follows the confirmed
 //! size, and [`Tether::send_batch`] refuses (and counts in `too_big`) a message above it
