@@ -220,3 +220,67 @@ fn open_run<B: AsMut<[u8]>>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use conflux_shared::id::StreamId;
+    use conflux_shared::wire::record::{
+        InstallRouteBody, InstallTetherBody, IpPrefix, NextHop, RingRecord,
+    };
+
+    use super::*;
+    use crate::egress::{EgressVerdict, egress};
+    use crate::table::tests::{A, B, apply, buffers, pair};
+    use crate::vnet::mss::tests::{syn_v4_between, tcp_checksum_ok};
+
+    /// A's SYN-ACK delivered at B, whose way back to A runs over a tether with a 1,249-byte
+    /// path MTU: B's stack is told MSS 1,112, whatever A's side offered.
+    #[test]
+    fn a_delivered_syn_is_clamped_to_the_path_mtu_of_the_way_back() {
+        let (mut a, mut b) = pair(StreamId([6; 16]));
+        let tether = InstallTetherBody::new(2, "192.0.2.1:51820".parse().unwrap());
+        apply(&mut b, RingRecord::encode(&tether).unwrap()).unwrap();
+        let back =
+            InstallRouteBody::forward(IpPrefix::host(IpAddr::from(A)), &[NextHop::new(2, 9, 1)])
+                .unwrap();
+        apply(&mut b, RingRecord::encode(&back).unwrap()).unwrap();
+        let mut c = Counters::default();
+        // A sends with no limit of its own (its tether is a full-size one).
+        let mut bufs = buffers(&[
+            syn_v4_between(A, B, 1460, 0x12),
+            syn_v4_between(A, B, 1000, 0x02),
+        ]);
+        let mut ev = vec![EgressVerdict::Pending; 2];
+        egress(&mut a, &mut c, Instant::now(), &mut bufs, &mut ev);
+        assert!(ev.iter().all(|v| matches!(v, EgressVerdict::Send { .. })));
+        let mut v = vec![IngressVerdict::Pending; 2];
+        let mut scratch = vec![Verdict::Pending; 2];
+        let limit = |t: TetherId| {
+            assert_eq!(t, 2, "the tether of the way back");
+            1184
+        };
+        ingress_within(
+            &mut b,
+            &mut c,
+            &mut RelayLimiter::new(),
+            Instant::now(),
+            &mut bufs,
+            &mut v,
+            &mut scratch,
+            &limit,
+        );
+        let inner = |i: usize| {
+            let IngressVerdict::Deliver { offset, len } = v[i] else {
+                panic!("not delivered: {:?}", v[i]);
+            };
+            bufs[i][offset..offset + len].to_vec()
+        };
+        let clamped = inner(0);
+        assert!(tcp_checksum_ok(&clamped));
+        assert_eq!(clamped, syn_v4_between(A, B, 1112, 0x12));
+        assert_eq!(inner(1), syn_v4_between(A, B, 1000, 0x02), "already fits");
+        assert_eq!(c.get(CounterId::MssClamped), 1);
+    }
+}

@@ -287,6 +287,14 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500), mtu in 0usize..2000) {
+            let mut out = [0u8; MAX_IPV6_ERROR];
+            let _ = too_big(&bytes, mtu, &mut out);
+        }
+    }
+
     #[test]
     fn rate_limit_allows_a_burst_then_the_rate() {
         let t0 = Instant::now();

@@ -311,6 +311,13 @@ pub(crate) mod tests {
         assert_eq!(clamp(&mut udp, 1000).unwrap(), Clamp::NotSyn);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120), mtu in 0usize..2000) {
+            let _ = clamp(&mut bytes, mtu);
+        }
+    }
+
     #[test]
     fn malformed_syns_are_refused_and_never_panic() {
         let good = syn_v4(1460, SYN);
