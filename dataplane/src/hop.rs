@@ -33,9 +33,9 @@ pub mod stun;
 pub mod webrtc;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod nat_tests;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::ops::Range;

@@ -464,9 +464,9 @@ impl DataPlane {
                         .map_err(|e| ConfigError::Invalid(format!("advertise_routes: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
-            stun_service: s.stun_service.or(
-                (s.relay.unwrap_or(false) || s.portal.unwrap_or(false)).then_some(true),
-            ),
+            stun_service: s
+                .stun_service
+                .or((s.relay.unwrap_or(false) || s.portal.unwrap_or(false)).then_some(true)),
             stun_servers: s.stun_servers.clone().unwrap_or_default(),
         })
     }

@@ -31,7 +31,15 @@ pub fn sign(
     certificate: &SignedCertificate,
     timestamp_ms: u64,
 ) -> SignedPresence {
-    sign_with(identity, node_id, certificate, timestamp_ms, false, &[], &[])
+    sign_with(
+        identity,
+        node_id,
+        certificate,
+        timestamp_ms,
+        false,
+        &[],
+        &[],
+    )
 }
 
 /// Builds and signs this node's presence, saying whether it relays, which LAN prefixes

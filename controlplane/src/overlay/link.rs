@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use conflux_dataplane::control::client::{Attached, ControlEnd, attach};
+use conflux_dataplane::control::snapshot::Snapshot;
 use conflux_dataplane::control::{
     SIGNAL_REFLEXIVE, SIGNAL_STUN_CONTROL, SIGNAL_TETHER_CANDIDATES, SIGNAL_TETHER_OPEN,
 };
-use conflux_dataplane::control::client::{Attached, ControlEnd, attach};
-use conflux_dataplane::control::snapshot::Snapshot;
 use conflux_dataplane::counters::monotonic_ns;
 use conflux_shared::id::{Label, StreamId};
 use conflux_shared::wire::record::control::{policy_flags, stream_flags};
@@ -560,7 +560,12 @@ fn write_command(workers: &mut [ControlEnd], placement: &mut Placement, c: Comma
         }
         Command::TetherCandidates { worker, candidates } => {
             let bytes = candidates.encode_to_vec();
-            signal(workers, usize::from(worker), SIGNAL_TETHER_CANDIDATES, &bytes)
+            signal(
+                workers,
+                usize::from(worker),
+                SIGNAL_TETHER_CANDIDATES,
+                &bytes,
+            )
         }
         Command::Stun(control) => {
             let bytes = control.encode_to_vec();

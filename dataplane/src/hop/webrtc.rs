@@ -22,8 +22,8 @@ use conflux_shared::wire::record::{TelemetryBody, TetherId, TetherState};
 
 use super::stun::StunDesk;
 use super::{HopTransport, OpenRefused, StateChange};
-use crate::stun::{Message, looks_like_stun};
 use crate::packet::FlowBuildHasher;
+use crate::stun::{Message, looks_like_stun};
 use crate::tether::record::TAG_LEN;
 use crate::tether::{
     CloseReason, Fingerprint, HEADROOM, IceCredentials, OutPacket, TAILROOM, Tether, TetherConfig,

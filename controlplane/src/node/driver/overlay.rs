@@ -547,7 +547,11 @@ impl Driver {
             dataplane_counters,
             host_candidates: o.ov.host_candidates().to_vec(),
             reflexive_candidates: o.ov.reflexive().to_vec(),
-            nat: o.underlay.nat_kind(o.ov.host_candidates()).name().to_owned(),
+            nat: o
+                .underlay
+                .nat_kind(o.ov.host_candidates())
+                .name()
+                .to_owned(),
             stun_servers: o.underlay.servers_asked(),
         }
     }
