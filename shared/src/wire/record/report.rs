@@ -435,3 +435,26 @@ impl StreamActivityBody {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::record::{RecordRef, RingRecord};
+
+    #[test]
+    fn telemetry_carries_the_path_mtu_and_keeps_its_reserved_bytes_zero() {
+        let t = TelemetryBody::new(3, 1, 900, 0, 3000, 2, 5).with_plpmtu(1249);
+        let rec = RingRecord::encode(&t).unwrap();
+        let Ok(RecordRef::Telemetry(back)) = rec.decode() else {
+            panic!("not a telemetry record");
+        };
+        assert_eq!(back.plpmtu.get(), 1249);
+        assert_eq!(back.tether.get(), 3);
+        let mut bad = t;
+        bad.reserved2 = [0, 1];
+        assert_eq!(
+            RingRecord::encode(&bad).map(|_| ()),
+            Err(WireError::Reserved)
+        );
+    }
+}
