@@ -95,6 +95,8 @@ pub(super) struct Underlay {
     kind: NatKind,
     /// The servers the last round asked.
     asked: Vec<SocketAddr>,
+    /// Tether failures seen so far: a new one may mean the NAT changed its mapping.
+    failures_seen: u64,
 }
 
 impl Underlay {
@@ -119,6 +121,7 @@ impl Underlay {
             learned: BTreeMap::new(),
             kind: NatKind::Unknown,
             asked: Vec::new(),
+            failures_seen: 0,
         }
     }
 
@@ -205,6 +208,13 @@ impl Driver {
                     moved = true;
                 }
             }
+        }
+        let failures = o.ov.status().tethers_failed;
+        if failures > u.failures_seen {
+            // A tether that died may have died of a new NAT mapping: learn it now, so the
+            // next offer carries it instead of the stale one.
+            u.failures_seen = failures;
+            u.next_gather = now;
         }
         if now >= u.next_gather {
             let mut servers = u.servers.clone();
