@@ -140,6 +140,8 @@ pub struct Tether {
     pub associations: u32,
     /// Path MTU last reported (UDP payload bytes; 0: none yet).
     pub plpmtu: u32,
+    /// Where each association sends.
+    pub remotes: Vec<String>,
 }
 
 /// One data plane worker's packets in `conflux-ctl routes|tethers --json`.

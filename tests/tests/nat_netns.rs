@@ -29,6 +29,17 @@ fn tether_up(lab: &Lab, from: &str, to: &str) -> bool {
         .any(|t| t.peer == id && t.state == "up")
 }
 
+/// Where `from`'s tether to `to` sends (each association's ICE-selected remote).
+fn remotes(lab: &Lab, from: &str, to: &str) -> Vec<String> {
+    let id = lab.id(to);
+    overlay(lab, from)
+        .tethers
+        .into_iter()
+        .find(|t| t.peer == id)
+        .map(|t| t.remotes)
+        .unwrap_or_default()
+}
+
 /// Waits until `node` has learned a reflexive candidate on its NAT's public address.
 fn learns_its_mapping(lab: &Lab, node: &str) -> Vec<String> {
     let public = lab.nat_public(node);
@@ -80,6 +91,14 @@ fn a_node_behind_a_nat_tethers_directly_to_a_public_node() {
     let setup = set_up_time(&lab, "a", "b", 10);
     eprintln!("behind one NAT: a's reflexive candidates {reflexive:?}; set-up a→b {setup:?}");
     assert!(tether_up(&lab, "a", "b") && tether_up(&lab, "b", "a"));
+    let nat_a = format!("{}:", lab.nat_public("a"));
+    assert!(
+        remotes(&lab, "b", "a")
+            .iter()
+            .all(|r| r.starts_with(&nat_a)),
+        "b sends to a's NAT mapping: {:?}",
+        remotes(&lab, "b", "a")
+    );
     // Only a and b are in the realm: the traffic can only have gone over that tether.
     assert!(
         lab.ping_once("b", "a", 2),
@@ -113,6 +132,25 @@ fn two_nodes_behind_endpoint_independent_nats_punch_a_direct_tether() {
     let setup = set_up_time(&lab, "a", "b", 10);
     eprintln!("both behind endpoint-independent NATs: set-up a→b {setup:?}");
     assert!(tether_up(&lab, "a", "b"), "a direct tether a–b");
+    let (nat_a, nat_b) = (
+        format!("{}:", lab.nat_public("a")),
+        format!("{}:", lab.nat_public("b")),
+    );
+    eprintln!(
+        "a sends to {:?}, b sends to {:?}",
+        remotes(&lab, "a", "b"),
+        remotes(&lab, "b", "a")
+    );
+    assert!(
+        remotes(&lab, "a", "b")
+            .iter()
+            .all(|r| r.starts_with(&nat_b))
+    );
+    assert!(
+        remotes(&lab, "b", "a")
+            .iter()
+            .all(|r| r.starts_with(&nat_a))
+    );
     let s = overlay(&lab, "s");
     assert_eq!(s.relays, 0, "s relays nothing");
     carries_tcp(&lab, "through the punched hole");

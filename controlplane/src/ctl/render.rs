@@ -242,6 +242,7 @@ pub fn tethers(o: &OverlayReply) -> String {
         "role",
         "associations",
         "users",
+        "remote",
         "rtt",
         "path MTU",
         "sent",
@@ -259,6 +260,7 @@ pub fn tethers(o: &OverlayReply) -> String {
             .to_owned(),
             x.associations.to_string(),
             x.users.to_string(),
+            list(&x.remotes),
             format!("{:.2} ms", f64::from(x.rtt_us) / 1000.0),
             if x.plpmtu == 0 {
                 "-".to_owned()

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use conflux_shared::id::NodeId;
 use conflux_shared::proto::{TetherCandidates, TetherTrickle};
+use conflux_shared::wire::record::TetherId;
 
 use super::core::{Command, Overlay};
 use super::signal::Payload;
@@ -64,6 +65,15 @@ impl Overlay {
     /// This node's reflexive candidates, as offers carry them.
     pub fn reflexive(&self) -> &[String] {
         &self.reflexive
+    }
+
+    /// A worker said where association `tether` now sends (its ICE-selected pair).
+    pub fn set_tether_remote(&mut self, tether: TetherId, remote: SocketAddr) {
+        for t in self.tethers.values_mut() {
+            for a in t.assocs.iter_mut().filter(|a| a.id == tether) {
+                a.remote = Some(remote);
+            }
+        }
     }
 
     /// This node's host candidates, as offers carry them.

@@ -319,6 +319,8 @@ pub struct TetherView {
     pub associations: usize,
     /// Path MTU last reported (UDP payload bytes; 0: none yet).
     pub plpmtu: u16,
+    /// Where each association sends ("ip:port", or "-" before its worker said).
+    pub remotes: Vec<String>,
 }
 
 /// A route as status shows it.
@@ -922,6 +924,11 @@ impl Overlay {
                 tx_bytes: t.tx_bytes,
                 associations: t.assocs.len(),
                 plpmtu: t.plpmtu,
+                remotes: t
+                    .assocs
+                    .iter()
+                    .map(|a| a.remote.map_or_else(|| "-".to_owned(), |r| r.to_string()))
+                    .collect(),
             })
             .collect()
     }

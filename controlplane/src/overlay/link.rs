@@ -92,7 +92,7 @@ pub enum Report {
     /// A packet to `0` had no route.
     Miss(IpAddr),
     /// A tether changed state.
-    TetherState(TetherId, TetherState),
+    TetherState(TetherId, TetherState, Option<std::net::SocketAddr>),
     /// A tether's measurements.
     Telemetry(TelemetryBody),
     /// A stream moved packets.
@@ -324,7 +324,7 @@ fn pump_loop(
 fn decode(rec: &RingRecord) -> Option<Report> {
     Some(match rec.decode().ok()? {
         RecordRef::Miss(m) => Report::Miss(m.destination.ip()),
-        RecordRef::TetherState(t) => Report::TetherState(t.tether.get(), t.state),
+        RecordRef::TetherState(t) => Report::TetherState(t.tether.get(), t.state, t.peer()),
         RecordRef::Telemetry(t) => Report::Telemetry(*t),
         RecordRef::StreamActivity(a) => Report::Activity {
             stream_id: a.stream_id,

@@ -54,6 +54,8 @@ pub(super) struct Association {
     pub(super) worker: Option<u16>,
     /// Reported up by its worker.
     pub(super) up: bool,
+    /// Where it sends (ICE's selected pair), as its worker last reported.
+    pub(super) remote: Option<SocketAddr>,
 }
 
 /// The peer's half of an offer or answer.
@@ -363,6 +365,7 @@ impl Overlay {
                 id: t.id,
                 worker: None,
                 up: false,
+                remote: None,
             }];
             return;
         }
@@ -414,6 +417,7 @@ impl Overlay {
                 id,
                 worker: Some(worker),
                 up: false,
+                remote: None,
             });
         }
     }

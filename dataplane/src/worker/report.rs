@@ -120,7 +120,8 @@ impl Reporter {
         counters: &mut Counters,
         c: StateChange,
     ) {
-        if let Ok(rec) = RingRecord::encode(&TetherStateBody::new(c.tether, self.worker, c.state)) {
+        let body = TetherStateBody::new(c.tether, self.worker, c.state).with_peer(c.peer);
+        if let Ok(rec) = RingRecord::encode(&body) {
             Self::push(rings, counters, &rec);
         }
     }

@@ -308,7 +308,12 @@ impl Driver {
         let t = Instant::now();
         match r {
             Report::Miss(dst) => o.ov.handle_miss(t, dst, &self.node),
-            Report::TetherState(id, state) => o.ov.handle_tether_state(t, id, state, &self.node),
+            Report::TetherState(id, state, peer) => {
+                if let Some(p) = peer {
+                    o.ov.set_tether_remote(id, p);
+                }
+                o.ov.handle_tether_state(t, id, state, &self.node)
+            }
             Report::Telemetry(body) => {
                 o.ov.handle_telemetry(t, body.tether.get(), &body, &self.node)
             }
@@ -518,6 +523,7 @@ impl Driver {
                     tx_bytes: t.tx_bytes,
                     associations: t.associations as u32,
                     plpmtu: u32::from(t.plpmtu),
+                    remotes: t.remotes,
                 })
                 .collect(),
             workers: {

@@ -1,12 +1,12 @@
 //! Record bodies that data plane workers write for the control process.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{Immutable, IntoBytes, KnownLayout, TryFromBytes, Unaligned};
 
 use super::control::Direction;
-use super::field::{IpAddrField, TetherId, WorkerId};
+use super::field::{IpAddrField, SocketAddrField, TetherId, WorkerId};
 use crate::id::StreamId;
 use crate::wire::WireError;
 
@@ -357,9 +357,15 @@ pub struct TetherStateBody {
     pub worker: U16,
     /// The new state.
     pub state: TetherState,
-    /// Zero.
-    pub reserved: u8,
+    /// 1: `peer` holds the address the tether sends to (ICE's selected pair); 0: it is
+    /// all zero.
+    pub has_peer: u8,
+    /// The peer's address as a [`SocketAddrField`], when `has_peer` says so.
+    pub peer: [u8; PEER_LEN],
 }
+
+/// Bytes of a [`SocketAddrField`].
+const PEER_LEN: usize = size_of::<SocketAddrField>();
 
 impl TetherStateBody {
     /// A state report.
@@ -368,15 +374,42 @@ impl TetherStateBody {
             tether: U32::new(tether),
             worker: U16::new(worker),
             state,
-            reserved: 0,
+            has_peer: 0,
+            peer: [0; PEER_LEN],
         }
     }
 
-    pub(super) fn check(&self) -> Result<(), WireError> {
-        if self.reserved != 0 {
-            return Err(WireError::Reserved);
+    /// The report with the address the tether now sends to.
+    pub fn with_peer(mut self, peer: Option<SocketAddr>) -> Self {
+        if let Some(p) = peer.filter(|p| p.port() != 0) {
+            self.has_peer = 1;
+            self.peer
+                .copy_from_slice(SocketAddrField::new(p).as_bytes());
         }
-        Ok(())
+        self
+    }
+
+    /// The address the tether sends to, if the report names it.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        if self.has_peer != 1 {
+            return None;
+        }
+        SocketAddrField::try_ref_from_bytes(&self.peer)
+            .ok()
+            .map(SocketAddrField::socket_addr)
+    }
+
+    pub(super) fn check(&self) -> Result<(), WireError> {
+        match self.has_peer {
+            0 if self.peer.iter().all(|b| *b == 0) => Ok(()),
+            0 => Err(WireError::Reserved),
+            1 => SocketAddrField::try_ref_from_bytes(&self.peer)
+                .map_err(|_| WireError::Field("tether state peer is not a socket address"))?
+                .validate(),
+            _ => Err(WireError::Field(
+                "tether state peer flag is neither 0 nor 1",
+            )),
+        }
     }
 }
 

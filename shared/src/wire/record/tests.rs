@@ -376,3 +376,33 @@ fn a_route_names_the_stream_that_seals_it_and_a_local_route_cannot() {
         .copy_from_slice(zerocopy::IntoBytes::as_bytes(&local));
     assert!(bad.decode().is_err());
 }
+
+#[test]
+fn tether_state_carries_the_selected_peer_and_refuses_a_bad_one() {
+    for peer in ["203.0.113.1:40000", "[2001:db8::5]:51820"] {
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        let rec =
+            RingRecord::encode(&TetherStateBody::new(4, 1, TetherState::Up).with_peer(Some(peer)))
+                .unwrap();
+        match RingRecord::from_bytes(rec.as_bytes())
+            .unwrap()
+            .decode()
+            .unwrap()
+        {
+            RecordRef::TetherState(t) => assert_eq!(t.peer(), Some(peer)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let none = TetherStateBody::new(4, 1, TetherState::Down).with_peer(None);
+    assert_eq!(none.peer(), None);
+    assert!(none.check().is_ok());
+    let mut stray = none;
+    stray.peer[5] = 1;
+    assert_eq!(stray.check(), Err(WireError::Reserved));
+    let mut flag = none;
+    flag.has_peer = 2;
+    assert!(flag.check().is_err());
+    let mut family = none;
+    family.has_peer = 1;
+    assert!(family.check().is_err(), "family 0 is no socket address");
+}
