@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use conflux_tests::ctl::Overlay;
-use conflux_tests::overlay_lab::{Lab, Nat};
+use conflux_tests::overlay_lab::{Lab, Nat, REALM};
 use conflux_tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -80,12 +80,7 @@ fn carries_tcp(lab: &Lab, what: &str) {
 #[test]
 fn a_node_behind_a_nat_tethers_directly_to_a_public_node() {
     let mut lab = Lab::new();
-    lab.node(
-        "b",
-        conflux_tests::overlay_lab::REALM,
-        &["t"],
-        "stun_service = true",
-    );
+    lab.node("b", REALM, &["t"], "stun_service = true");
     lab.node_behind_nat("a", Nat::EndpointIndependent, "");
     let reflexive = learns_its_mapping(&lab, "a");
     let setup = set_up_time(&lab, "a", "b", 10);
@@ -118,12 +113,7 @@ fn a_node_behind_a_nat_tethers_directly_to_a_public_node() {
 fn two_nodes_behind_endpoint_independent_nats_punch_a_direct_tether() {
     let mut lab = Lab::new();
     // A public node that offers STUN and does not relay: a and b can only meet directly.
-    lab.node(
-        "s",
-        conflux_tests::overlay_lab::REALM,
-        &["t"],
-        "stun_service = true",
-    );
+    lab.node("s", REALM, &["t"], "stun_service = true");
     lab.node_behind_nat("a", Nat::EndpointIndependent, "");
     lab.node_behind_nat("b", Nat::EndpointIndependent, "");
     learns_its_mapping(&lab, "a");
@@ -159,10 +149,9 @@ fn two_nodes_behind_endpoint_independent_nats_punch_a_direct_tether() {
 #[test]
 fn two_nodes_behind_symmetric_nats_talk_through_a_relay() {
     let mut lab = Lab::new();
-    let realm = conflux_tests::overlay_lab::REALM;
-    lab.node("r", realm, &["t"], "relay = true");
+    lab.node("r", REALM, &["t"], "relay = true");
     // A second STUN service lets the nodes see that their NATs map per destination.
-    lab.node("s", realm, &["t"], "stun_service = true");
+    lab.node("s", REALM, &["t"], "stun_service = true");
     lab.node_behind_nat("a", Nat::Symmetric, "");
     lab.node_behind_nat("b", Nat::Symmetric, "");
     learns_its_mapping(&lab, "a");
@@ -188,9 +177,8 @@ fn two_nodes_behind_symmetric_nats_talk_through_a_relay() {
 #[test]
 fn a_node_that_moves_keeps_its_transfer_after_a_short_gap() {
     let mut lab = Lab::new();
-    let realm = conflux_tests::overlay_lab::REALM;
-    lab.node("a", realm, &["t"], "");
-    lab.node("b", realm, &["t"], "");
+    lab.node("a", REALM, &["t"], "");
+    lab.node("b", REALM, &["t"], "");
     let setup = set_up_time(&lab, "a", "b", 10);
     eprintln!("no NAT (both on the bridge): set-up a→b {setup:?}");
     let stream_ids = |lab: &Lab| {

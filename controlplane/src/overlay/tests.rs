@@ -494,16 +494,22 @@ fn opens_on(actions: &[Action]) -> Vec<(u16, conflux_shared::proto::TetherOpen)>
         .collect()
 }
 
+/// Nodes 1 and 3 of a fresh world, each with its directory.
+#[allow(clippy::type_complexity)]
+fn nodes_1_and_3() -> (Instant, NodeId, NodeId, Overlay, Dir, Overlay, Dir) {
+    let w = World::new();
+    let (a, c) = (id(1), id(3));
+    let mut nodes = w.nodes;
+    let (oa, da) = nodes.remove(&a).unwrap();
+    let (oc, dc) = nodes.remove(&c).unwrap();
+    (w.now, a, c, oa, da, oc, dc)
+}
+
 /// Node 1 with two workers (host candidate `host`, ports 7000 and 7001) and node 3 with
 /// one (10.0.0.3:9000), each with its directory.
 #[allow(clippy::type_complexity)]
 fn two_and_one_workers(host: &str) -> (Instant, NodeId, NodeId, Overlay, Dir, Overlay, Dir) {
-    let w = World::new();
-    let (a, c) = (id(1), id(3));
-    let t0 = w.now;
-    let mut nodes = w.nodes;
-    let (_, da) = nodes.remove(&a).unwrap();
-    let (_, dc) = nodes.remove(&c).unwrap();
+    let (t0, a, c, _, da, _, dc) = nodes_1_and_3();
     let mut two = cfg(false);
     two.candidates = vec![host.into()];
     two.ports = vec![7000, 7001];
@@ -576,12 +582,7 @@ fn a_tether_between_two_and_one_workers_has_an_association_on_every_worker() {
 
 #[test]
 fn an_offer_with_impossible_worker_ports_is_declined() {
-    let w = World::new();
-    let (a, c) = (id(1), id(3));
-    let t0 = w.now;
-    let mut nodes = w.nodes;
-    let (mut oa, da) = nodes.remove(&a).unwrap();
-    let (mut oc, dc) = nodes.remove(&c).unwrap();
+    let (t0, a, _, mut oa, da, mut oc, dc) = nodes_1_and_3();
     oa.handle_miss(t0, "100.64.0.3".parse().unwrap(), &da);
     let (_, offer) = offer_of(&drain(&mut oa));
     let super::signal::Payload::Offer(mut bad) = offer else {
@@ -835,12 +836,7 @@ fn reflexive_candidates_reach_each_worker_trickle_later_and_a_move_offers_anew()
 
 #[test]
 fn an_offer_from_a_peer_that_moved_replaces_a_young_tether() {
-    let w = World::new();
-    let (a, c) = (id(1), id(3));
-    let t0 = w.now;
-    let mut nodes = w.nodes;
-    let (mut oa, da) = nodes.remove(&a).unwrap();
-    let (mut oc, dc) = nodes.remove(&c).unwrap();
+    let (t0, _, c, mut oa, da, mut oc, dc) = nodes_1_and_3();
     oc.handle_miss(t0, "100.64.0.1".parse().unwrap(), &dc);
     let (req, offer) = offer_of(&drain(&mut oc));
     let answer = oa.handle_signal(t0, c, offer, 1, &da).unwrap();

@@ -140,48 +140,38 @@ impl Underlay {
         if self.learned.is_empty() {
             return NatKind::Unknown;
         }
-        let host = |a: &SocketAddr| {
-            hosts
-                .iter()
-                .any(|h| h.parse::<SocketAddr>().ok() == Some(*a))
-        };
-        let mut per_worker: BTreeMap<u16, Vec<SocketAddr>> = BTreeMap::new();
-        for ((w, _), (m, _)) in &self.learned {
-            per_worker.entry(*w).or_default().push(*m);
-        }
-        if per_worker.values().flatten().all(|m| {
-            host(m)
-                || hosts
-                    .iter()
-                    .any(|h| h.parse::<SocketAddr>().is_ok_and(|h| h.ip() == m.ip()))
-        }) {
+        if self.learned.values().all(|(m, _)| own_ip(hosts, m)) {
             return NatKind::None;
         }
-        if per_worker.values().any(|ms| ms.iter().any(|m| *m != ms[0])) {
-            NatKind::EndpointDependent
-        } else {
-            NatKind::EndpointIndependent
+        let mut per_worker: BTreeMap<u16, SocketAddr> = BTreeMap::new();
+        for ((w, _), (m, _)) in &self.learned {
+            if *per_worker.entry(*w).or_insert(*m) != *m {
+                return NatKind::EndpointDependent;
+            }
         }
+        NatKind::EndpointIndependent
     }
 
     /// The reflexive candidates the answers give: `"<worker> ip:port"`, leaving out
     /// addresses that are this node's own (no NAT between it and the server).
     fn reflexive(&self, hosts: &[String]) -> Vec<String> {
-        let own_ip = |m: &SocketAddr| {
-            hosts
-                .iter()
-                .any(|h| h.parse::<SocketAddr>().is_ok_and(|h| h.ip() == m.ip()))
-        };
         let mut out: Vec<String> = self
             .learned
             .iter()
-            .filter(|(_, (m, _))| !own_ip(m))
+            .filter(|(_, (m, _))| !own_ip(hosts, m))
             .map(|((w, _), (m, _))| format!("{w} {m}"))
             .collect();
         out.sort();
         out.dedup();
         out
     }
+}
+
+/// Whether a server saw one of this node's own host addresses (no NAT on the way).
+fn own_ip(hosts: &[String], mapped: &SocketAddr) -> bool {
+    hosts
+        .iter()
+        .any(|h| h.parse::<SocketAddr>().is_ok_and(|h| h.ip() == mapped.ip()))
 }
 
 impl Driver {
